@@ -1,0 +1,113 @@
+//! Routes a decoded request header to its API's handler and turns the handler's typed
+//! answer into an encoded response frame (now, later, or not at all).
+//!
+//! Handlers run in two phases: the synchronous part (validation, appends, registering with
+//! a coordinator) runs in request order on the connection's task; what has to wait (a
+//! long-poll fetch, an fsync, a rebalance) is returned as a future that the connection
+//! awaits in order before writing the response.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proto_kafka::messages::ApiKey;
+use proto_kafka::protocol::Encodable;
+
+use super::handlers;
+use super::Broker;
+use crate::protocol::codec::EncodeError;
+use crate::protocol::{encode_response, versions, RequestFrame};
+
+/// Who sent a request and what it is.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+    pub peer: SocketAddr,
+}
+
+/// A boxed future that is `Send`.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a handler produced.
+pub enum Handled<T> {
+    /// The response is ready.
+    Now(T),
+    /// The response is ready when the future completes.
+    Later(BoxFuture<T>),
+    /// Kafka sends no response (Produce with acks=0).
+    NoResponse,
+    /// Kafka closes the connection (an acks=0 produce that failed).
+    Close(String),
+}
+
+/// What the connection does with a request.
+pub enum Reply {
+    Ready(Result<Bytes, EncodeError>),
+    Pending(BoxFuture<Result<Bytes, EncodeError>>),
+    NoResponse,
+    /// Close the connection after writing the responses before this one.
+    Close(String),
+}
+
+fn finish<T: Encodable + Send + 'static>(ctx: &RequestContext, handled: Handled<T>) -> Reply {
+    let (key, version, correlation_id) = (ctx.api_key, ctx.api_version, ctx.correlation_id);
+    match handled {
+        Handled::Now(body) => Reply::Ready(encode_response(key, version, correlation_id, &body)),
+        Handled::Later(future) => Reply::Pending(Box::pin(async move {
+            let body = future.await;
+            encode_response(key, version, correlation_id, &body)
+        })),
+        Handled::NoResponse => Reply::NoResponse,
+        Handled::Close(reason) => Reply::Close(reason),
+    }
+}
+
+macro_rules! route {
+    ($broker:expr, $ctx:expr, $frame:expr, $module:ident) => {
+        match $frame.decode_body() {
+            Ok(request) => finish($ctx, handlers::$module::handle($broker, $ctx, request)),
+            Err(err) => Reply::Close(err.to_string()),
+        }
+    };
+}
+
+/// Handles one request.
+pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame, peer: SocketAddr) -> Reply {
+    let ctx = RequestContext {
+        api_key: frame.api_key,
+        api_version: frame.api_version,
+        correlation_id: frame.correlation_id,
+        client_id: frame.client_id.clone(),
+        peer,
+    };
+    if !versions::is_supported(frame.api_key, frame.api_version) {
+        if frame.api_key == ApiKey::ApiVersions {
+            // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can retry.
+            return Reply::Ready(handlers::api_versions::unsupported_version(&ctx));
+        }
+        return Reply::Close(format!(
+            "{:?} v{} is not supported (see ApiVersions)",
+            frame.api_key, frame.api_version
+        ));
+    }
+    let ctx = &ctx;
+    match frame.api_key {
+        ApiKey::ApiVersions => route!(broker, ctx, frame, api_versions),
+        ApiKey::Metadata => route!(broker, ctx, frame, metadata),
+        ApiKey::Produce => route!(broker, ctx, frame, produce),
+        ApiKey::Fetch => route!(broker, ctx, frame, fetch),
+        ApiKey::ListOffsets => route!(broker, ctx, frame, list_offsets),
+        ApiKey::CreateTopics => route!(broker, ctx, frame, create_topics),
+        ApiKey::DeleteTopics => route!(broker, ctx, frame, delete_topics),
+        ApiKey::DeleteRecords => route!(broker, ctx, frame, delete_records),
+        ApiKey::CreatePartitions => route!(broker, ctx, frame, create_partitions),
+        ApiKey::DescribeConfigs => route!(broker, ctx, frame, describe_configs),
+        ApiKey::DescribeCluster => route!(broker, ctx, frame, describe_cluster),
+        other => Reply::Close(format!("{other:?} is advertised but has no handler")),
+    }
+}

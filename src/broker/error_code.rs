@@ -1,0 +1,46 @@
+//! The one place where Ferry's errors become Kafka error codes. Handlers call these
+//! functions instead of picking codes themselves, so a given failure always reaches clients
+//! as the same code.
+
+pub use proto_kafka::ResponseError as KafkaError;
+
+use super::topics::TopicError;
+use crate::storage::StorageError;
+
+/// Error code 0.
+pub const NONE: i16 = 0;
+
+/// The code for a Kafka error.
+pub fn code(err: KafkaError) -> i16 {
+    err.code()
+}
+
+/// Maps a storage failure to the code Kafka returns for the same situation.
+pub fn from_storage(err: &StorageError) -> i16 {
+    let kafka = match err {
+        StorageError::Io { .. } | StorageError::LogOffline { .. } => KafkaError::KafkaStorageError,
+        StorageError::CorruptBatch(_) | StorageError::Records(_) => KafkaError::CorruptMessage,
+        StorageError::InvalidRecord { .. } => KafkaError::InvalidRecord,
+        StorageError::RecordTooLarge { .. } => KafkaError::MessageTooLarge,
+        StorageError::OffsetOutOfRange { .. } => KafkaError::OffsetOutOfRange,
+        StorageError::OffsetsNotIncreasing { .. } => KafkaError::InvalidRecord,
+    };
+    kafka.code()
+}
+
+/// Maps a topic administration failure to its Kafka code.
+pub fn from_topic(err: &TopicError) -> i16 {
+    let kafka = match err {
+        TopicError::AlreadyExists { .. } => KafkaError::TopicAlreadyExists,
+        TopicError::InvalidName { .. } | TopicError::Collides { .. } => {
+            KafkaError::InvalidTopicException
+        }
+        TopicError::InvalidPartitions { .. } => KafkaError::InvalidPartitions,
+        TopicError::InvalidReplicationFactor { .. } => KafkaError::InvalidReplicationFactor,
+        TopicError::InvalidReplicaAssignment { .. } => KafkaError::InvalidReplicaAssignment,
+        TopicError::InvalidConfig(_) => KafkaError::InvalidConfig,
+        TopicError::Unknown { .. } => KafkaError::UnknownTopicOrPartition,
+        TopicError::Storage(err) => return from_storage(err),
+    };
+    kafka.code()
+}

@@ -1,0 +1,77 @@
+//! The flusher thread: fsyncs partitions on request, which gives group commit for free.
+//! While one round of fsyncs runs, new appends queue their partitions for the next round,
+//! so many producers share each fsync. Runs on its own OS thread because fsync blocks.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use super::now_ms;
+use super::partition::Partition;
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Arc<Partition>>,
+    stopping: bool,
+}
+
+/// Handle to the flusher thread.
+#[derive(Default)]
+pub struct Flusher {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Flusher {
+    /// Starts the flusher thread.
+    pub fn start() -> (Arc<Flusher>, JoinHandle<()>) {
+        let flusher = Arc::new(Flusher::default());
+        let worker = Arc::clone(&flusher);
+        let handle = std::thread::Builder::new()
+            .name("ferry-flusher".to_string())
+            .spawn(move || worker.run())
+            .expect("spawning the flusher thread at startup");
+        (flusher, handle)
+    }
+
+    /// Queues a partition for the next flush round (the partition de-duplicates requests).
+    pub fn request(&self, partition: Arc<Partition>) {
+        let mut queue = self
+            .queue
+            .lock()
+            .expect("flusher queue lock is never held across a panic");
+        queue.pending.push(partition);
+        self.wake.notify_one();
+    }
+
+    /// Asks the thread to finish the queued work and exit.
+    pub fn stop(&self) {
+        let mut queue = self
+            .queue
+            .lock()
+            .expect("flusher queue lock is never held across a panic");
+        queue.stopping = true;
+        self.wake.notify_one();
+    }
+
+    fn run(&self) {
+        loop {
+            let (batch, stopping) = {
+                let mut queue = self
+                    .queue
+                    .lock()
+                    .expect("flusher queue lock is never held across a panic");
+                while queue.pending.is_empty() && !queue.stopping {
+                    queue = self.wake.wait(queue).expect("flusher queue lock poisoned");
+                }
+                (std::mem::take(&mut queue.pending), queue.stopping)
+            };
+            let now = now_ms();
+            for partition in batch {
+                partition.flush_now(now);
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! CreatePartitions (key 37), v0-3: grows topics; manual assignments must name this broker.
+
+use std::sync::Arc;
+
+use proto_kafka::messages::create_partitions_response::CreatePartitionsTopicResult;
+use proto_kafka::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+use tracing::warn;
+
+use super::str_bytes;
+use crate::broker::dispatch::{Handled, RequestContext};
+use crate::broker::error_code::{self, code, KafkaError};
+use crate::broker::Broker;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: CreatePartitionsRequest,
+) -> Handled<CreatePartitionsResponse> {
+    let results = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.0.as_str();
+            let mut result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+            let foreign = topic.assignments.iter().flatten().any(|a| {
+                a.broker_ids.iter().any(|b| b.0 != broker.node_id) || a.broker_ids.len() != 1
+            });
+            if foreign {
+                result.error_code = code(KafkaError::InvalidReplicaAssignment);
+                result.error_message = Some(str_bytes(&format!(
+                    "Every new partition must have exactly one replica, on broker {}.",
+                    broker.node_id
+                )));
+                return result;
+            }
+            if let Err(err) = broker
+                .topics
+                .add_partitions(name, topic.count, request.validate_only)
+            {
+                warn!(topic = name, client = ?ctx.client_id, "create partitions refused: {err}");
+                result.error_code = error_code::from_topic(&err);
+                result.error_message = Some(str_bytes(&err.to_string()));
+            }
+            result
+        })
+        .collect();
+    Handled::Now(CreatePartitionsResponse::default().with_results(results))
+}

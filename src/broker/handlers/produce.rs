@@ -1,0 +1,165 @@
+//! Produce (key 0), v3-11 (v0 advertised for old librdkafka, rejected like Kafka 4).
+//!
+//! Each partition's records must be exactly one v2 batch; it is validated (CRC, lengths,
+//! counts, `max.message.bytes`) and appended with fresh offsets. acks=0 gets no response,
+//! and a failed acks=0 request closes the connection, as in Kafka. In durable mode the
+//! response waits until an fsync covers the batch (or `timeout_ms`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto_kafka::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use proto_kafka::messages::{ProduceRequest, ProduceResponse};
+use tracing::warn;
+
+use super::str_bytes;
+use crate::broker::dispatch::{Handled, RequestContext};
+use crate::broker::error_code::{self, code, KafkaError};
+use crate::broker::partition::{wait_for, Partition};
+use crate::broker::{now_ms, Broker};
+
+/// A partition whose acknowledgement waits for the high watermark to reach `offset`.
+struct DurableWait {
+    topic_index: usize,
+    partition_index: usize,
+    partition: Arc<Partition>,
+    offset: i64,
+}
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: ProduceRequest,
+) -> Handled<ProduceResponse> {
+    let acks = request.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    let now = now_ms();
+    let mut waits = Vec::new();
+    let mut any_error = false;
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    for (topic_index, topic) in request.topic_data.iter().enumerate() {
+        let name = topic.name.0.as_str();
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for (partition_index, data) in topic.partition_data.iter().enumerate() {
+            let mut response = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1);
+            let outcome = if valid_acks {
+                append(broker, ctx, name, data.index, data.records.as_deref(), now)
+            } else {
+                Err((
+                    code(KafkaError::InvalidRequiredAcks),
+                    format!("acks={acks} is not -1, 0 or 1"),
+                ))
+            };
+            match outcome {
+                Ok((partition, info, wait_offset)) => {
+                    response.base_offset = info.first_offset;
+                    response.log_append_time_ms = info.log_append_time_ms;
+                    if ctx.api_version >= 5 {
+                        response.log_start_offset = partition.log_start_offset();
+                    }
+                    if let Some(offset) = wait_offset {
+                        waits.push(DurableWait {
+                            topic_index,
+                            partition_index,
+                            partition,
+                            offset,
+                        });
+                    }
+                }
+                Err((error, message)) => {
+                    any_error = true;
+                    response.error_code = error;
+                    if ctx.api_version >= 8 {
+                        response.error_message = Some(str_bytes(&message));
+                    }
+                }
+            }
+            partitions.push(response);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name.clone())
+                .with_partition_responses(partitions),
+        );
+    }
+    if acks == 0 {
+        return if any_error {
+            Handled::Close("an acks=0 produce request failed".to_string())
+        } else {
+            Handled::NoResponse
+        };
+    }
+    let response = ProduceResponse::default().with_responses(responses);
+    if waits.is_empty() {
+        return Handled::Now(response);
+    }
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    Handled::Later(Box::pin(await_durability(response, waits, timeout)))
+}
+
+type Appended = (Arc<Partition>, crate::storage::log::AppendInfo, Option<i64>);
+
+fn append(
+    broker: &Broker,
+    ctx: &RequestContext,
+    topic: &str,
+    index: i32,
+    records: Option<&[u8]>,
+    now: i64,
+) -> Result<Appended, (i16, String)> {
+    let Some(partition) = broker.topics.partition(topic, index) else {
+        return Err((
+            code(KafkaError::UnknownTopicOrPartition),
+            format!("topic-partition {topic}-{index} does not exist"),
+        ));
+    };
+    let Some(records) = records else {
+        return Err((
+            code(KafkaError::InvalidRecord),
+            "records are null".to_string(),
+        ));
+    };
+    match partition.append_as_leader(records, now) {
+        Ok((info, wait)) => Ok((partition, info, wait)),
+        Err(err) => {
+            warn!(
+                topic, partition = index, client = ?ctx.client_id, peer = %ctx.peer,
+                "rejected produce: {err}"
+            );
+            Err((error_code::from_storage(&err), err.to_string()))
+        }
+    }
+}
+
+async fn await_durability(
+    mut response: ProduceResponse,
+    waits: Vec<DurableWait>,
+    timeout: Duration,
+) -> ProduceResponse {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let partitions: Vec<_> = waits.iter().map(|w| Arc::clone(&w.partition)).collect();
+    wait_for(&partitions, deadline, || {
+        waits
+            .iter()
+            .all(|w| w.partition.high_watermark() >= w.offset || w.partition.is_offline())
+    })
+    .await;
+    for wait in &waits {
+        if wait.partition.high_watermark() >= wait.offset {
+            continue;
+        }
+        let error = if wait.partition.is_offline() {
+            KafkaError::KafkaStorageError
+        } else {
+            KafkaError::RequestTimedOut
+        };
+        let entry =
+            &mut response.responses[wait.topic_index].partition_responses[wait.partition_index];
+        entry.error_code = code(error);
+        entry.base_offset = -1;
+    }
+    response
+}

@@ -1,0 +1,459 @@
+//! A partition as the broker serves it: its log behind a lock held only for in-memory work
+//! and the write system call, the high watermark, and the waiters (delayed fetches and
+//! durable produces) to wake when the high watermark moves.
+//!
+//! High watermark rule: in the default flush policy the high watermark is the log end
+//! offset right after each append; in durable mode (`flush.messages=1`) it advances only
+//! after an fsync covered the data, so consumers never see what a power loss could take
+//! back, and producers are acknowledged when it passes their batch.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tracing::error;
+
+use super::flusher::Flusher;
+use crate::config::topic::ResolvedTopicConfig;
+use crate::storage::log::{self, AppendInfo, Log};
+use crate::storage::segment::ReadLimits;
+use crate::storage::StorageError;
+
+/// Ferry is a single node; the leader epoch never changes.
+pub const LEADER_EPOCH: i32 = 0;
+
+/// Waiters on a partition are pruned of dropped entries once the list reaches this length.
+const WAITERS_PRUNE_LEN: usize = 16;
+
+struct PartitionState {
+    log: Log,
+    durable: bool,
+    flush_messages: i64,
+    flush_ms: i64,
+    unflushed_messages: i64,
+    last_flush_ms: i64,
+}
+
+/// One partition of a topic.
+pub struct Partition {
+    topic: String,
+    index: i32,
+    state: Mutex<PartitionState>,
+    high_watermark: AtomicI64,
+    log_start_offset: AtomicI64,
+    offline: AtomicBool,
+    flush_queued: AtomicBool,
+    waiters: Mutex<Vec<Weak<Notify>>>,
+    flusher: Arc<Flusher>,
+}
+
+/// Records read for a fetch, with the offsets the response reports.
+#[derive(Debug, Clone)]
+pub struct PartitionRead {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Partition({}-{})", self.topic, self.index)
+    }
+}
+
+impl Partition {
+    pub fn new(
+        topic: &str,
+        index: i32,
+        log: Log,
+        config: &ResolvedTopicConfig,
+        flusher: Arc<Flusher>,
+        now_ms: i64,
+    ) -> Arc<Partition> {
+        // On open, everything in the log survived a restart: it is all visible.
+        let end = log.log_end_offset();
+        let start = log.log_start_offset();
+        Arc::new(Partition {
+            topic: topic.to_string(),
+            index,
+            state: Mutex::new(PartitionState {
+                log,
+                durable: config.is_durable(),
+                flush_messages: config.flush_messages,
+                flush_ms: config.flush_ms,
+                unflushed_messages: 0,
+                last_flush_ms: now_ms,
+            }),
+            high_watermark: AtomicI64::new(end),
+            log_start_offset: AtomicI64::new(start),
+            offline: AtomicBool::new(false),
+            flush_queued: AtomicBool::new(false),
+            waiters: Mutex::new(Vec::new()),
+            flusher,
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PartitionState> {
+        // A panic while holding this lock would leave the log in an unknown state; the
+        // storage layer does not panic on I/O or input, so poisoning means a bug. Serving
+        // on would risk corrupt data, so propagate the panic.
+        self.state
+            .lock()
+            .expect("partition lock poisoned by an earlier panic")
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.lock().log.log_end_offset()
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
+    }
+
+    /// Applies changed topic configs.
+    pub fn reconfigure(&self, config: &ResolvedTopicConfig) {
+        let mut state = self.lock();
+        state.log.set_config(config.log.clone());
+        state.durable = config.is_durable();
+        state.flush_messages = config.flush_messages;
+        state.flush_ms = config.flush_ms;
+    }
+
+    /// Appends a producer's batch. Returns the append and, in durable mode, the high
+    /// watermark the acknowledgement must wait for.
+    pub fn append_as_leader(
+        self: &Arc<Self>,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Option<i64>), StorageError> {
+        let mut state = self.lock();
+        let segments_before = state.log.segment_count();
+        let info = match state.log.append_as_leader(records, LEADER_EPOCH, now_ms) {
+            Ok(info) => info,
+            Err(err) => {
+                drop(state);
+                self.note_failure(&err);
+                return Err(err);
+            }
+        };
+        state.unflushed_messages += i64::from(info.records);
+        let rolled = state.log.segment_count() != segments_before;
+        let durable = state.durable;
+        let flush = durable || rolled || state.unflushed_messages >= state.flush_messages;
+        let end = state.log.log_end_offset();
+        drop(state);
+        if flush {
+            self.request_flush();
+        }
+        if durable {
+            Ok((info, Some(end)))
+        } else {
+            self.advance_high_watermark(end);
+            Ok((info, None))
+        }
+    }
+
+    /// Appends batches at their own offsets (mirror / follower path).
+    pub fn append_verbatim(
+        self: &Arc<Self>,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<AppendInfo>, StorageError> {
+        let mut state = self.lock();
+        let result = state.log.append_verbatim(batches, now_ms);
+        let end = state.log.log_end_offset();
+        let durable = state.durable;
+        drop(state);
+        match &result {
+            Ok(Some(_)) if !durable => self.advance_high_watermark(end),
+            Ok(Some(_)) => self.request_flush(),
+            Ok(None) => {}
+            Err(err) => self.note_failure(err),
+        }
+        result
+    }
+
+    fn note_failure(&self, err: &StorageError) {
+        if err.is_storage_failure() {
+            error!(topic = %self.topic, partition = self.index, "append failed: {err}");
+            if self.lock().log.is_offline() {
+                self.offline.store(true, Ordering::Release);
+                self.wake_waiters();
+            }
+        }
+    }
+
+    fn advance_high_watermark(&self, offset: i64) {
+        let previous = self.high_watermark.fetch_max(offset, Ordering::AcqRel);
+        if offset > previous {
+            self.wake_waiters();
+        }
+    }
+
+    fn request_flush(self: &Arc<Self>) {
+        if !self.flush_queued.swap(true, Ordering::AcqRel) {
+            self.flusher.request(Arc::clone(self));
+        }
+    }
+
+    /// Queues a flush if `flush.ms` has passed since the last one and data is waiting.
+    pub fn flush_if_due(self: &Arc<Self>, now_ms: i64) {
+        let due = {
+            let state = self.lock();
+            state.unflushed_messages > 0 && now_ms - state.last_flush_ms >= state.flush_ms
+        };
+        if due {
+            self.request_flush();
+        }
+    }
+
+    /// Fsyncs everything appended so far (called by the flusher thread, never with the
+    /// partition lock held during the fsync itself).
+    pub fn flush_now(&self, now_ms: i64) {
+        self.flush_queued.store(false, Ordering::Release);
+        let (plan, pending) = {
+            let state = self.lock();
+            (state.log.flush_plan(), state.unflushed_messages)
+        };
+        for file in &plan.files {
+            if let Err(err) = file.sync_data() {
+                error!(
+                    topic = %self.topic, partition = self.index,
+                    "fsync failed, taking the partition offline until restart: {err}"
+                );
+                self.lock().log.set_offline();
+                self.offline.store(true, Ordering::Release);
+                self.wake_waiters();
+                return;
+            }
+        }
+        let durable = {
+            let mut state = self.lock();
+            state.log.mark_flushed(plan.end_offset);
+            state.unflushed_messages = (state.unflushed_messages - pending).max(0);
+            state.last_flush_ms = now_ms;
+            state.durable
+        };
+        if durable {
+            self.advance_high_watermark(plan.end_offset);
+        }
+    }
+
+    /// Reads batches for a fetch: from `fetch_offset`, below the high watermark.
+    pub fn read(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<PartitionRead, StorageError> {
+        let high_watermark = self.high_watermark();
+        let plans = self.lock().log.read_plans(fetch_offset)?;
+        let limits = ReadLimits {
+            fetch_offset,
+            upper_offset: high_watermark,
+            max_bytes,
+            min_one_batch,
+        };
+        let mut records = Bytes::new();
+        for plan in plans {
+            let chunk = plan.read(limits).map_err(|e| self.read_error(e))?;
+            if let Some(chunk) = chunk {
+                records = chunk.bytes;
+                break;
+            }
+        }
+        Ok(PartitionRead {
+            records,
+            high_watermark,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    fn read_error(&self, err: std::io::Error) -> StorageError {
+        let dir = self.lock().log.dir().to_path_buf();
+        error!(topic = %self.topic, partition = self.index, "read failed: {err}");
+        StorageError::io("read segment", dir, err)
+    }
+
+    /// First offset whose record timestamp is at or after `timestamp`, below the high
+    /// watermark: `(offset, timestamp)`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let (plan, max_decompressed, log_start) = {
+            let state = self.lock();
+            let plan = state.log.timestamp_plan(timestamp);
+            (
+                plan,
+                state.log.config().max_decompressed_batch_bytes,
+                state.log.log_start_offset(),
+            )
+        };
+        let Some(plan) = plan else { return Ok(None) };
+        let found = plan
+            .find_batch_by_timestamp(timestamp, log_start)
+            .map_err(|e| self.read_error(e))?;
+        let Some((header, batch)) = found else {
+            return Ok(None);
+        };
+        let record =
+            log::first_record_at_or_after(&batch, &header, timestamp, log_start, max_decompressed)?;
+        Ok(record
+            .filter(|r| r.offset < self.high_watermark())
+            .map(|r| (r.offset, r.timestamp)))
+    }
+
+    /// The record with the largest timestamp: `(offset, timestamp)`.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        let (plan, max_decompressed, log_start) = {
+            let state = self.lock();
+            let plan = state.log.max_timestamp_plan();
+            (
+                plan,
+                state.log.config().max_decompressed_batch_bytes,
+                state.log.log_start_offset(),
+            )
+        };
+        let Some((max_timestamp, plan)) = plan else {
+            return Ok(None);
+        };
+        let found = plan
+            .find_batch_by_timestamp(max_timestamp, log_start)
+            .map_err(|e| self.read_error(e))?;
+        let Some((header, batch)) = found else {
+            return Ok(None);
+        };
+        let record = log::first_record_at_or_after(
+            &batch,
+            &header,
+            max_timestamp,
+            log_start,
+            max_decompressed,
+        )?;
+        Ok(record
+            .filter(|r| r.offset < self.high_watermark())
+            .map(|r| (r.offset, r.timestamp)))
+    }
+
+    /// Moves the log start offset forward (DeleteRecords); returns the new start.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
+        let target = if offset == -1 {
+            self.high_watermark()
+        } else {
+            offset
+        };
+        if target > self.high_watermark() {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset(),
+                log_end_offset: self.high_watermark(),
+            });
+        }
+        let mut state = self.lock();
+        state.log.advance_log_start_offset(target)?;
+        let start = state.log.log_start_offset();
+        self.log_start_offset.store(start, Ordering::Release);
+        Ok(start)
+    }
+
+    /// Deletes segments past retention.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let mut state = self.lock();
+        let deleted = state.log.apply_retention(now_ms)?;
+        self.log_start_offset
+            .store(state.log.log_start_offset(), Ordering::Release);
+        Ok(deleted)
+    }
+
+    /// `(recovery point, log start offset)` for the checkpoint files.
+    pub fn checkpoint(&self) -> (i64, i64) {
+        let state = self.lock();
+        let checkpoint = state.log.checkpoint();
+        (checkpoint.recovery_point, checkpoint.log_start_offset)
+    }
+
+    /// Clean shutdown: write indexes and fsync everything.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        state.log.write_all_indexes()?;
+        let plan = state.log.flush_plan();
+        for file in &plan.files {
+            file.sync_data()
+                .map_err(|e| StorageError::io("fsync segment", state.log.dir().to_path_buf(), e))?;
+        }
+        state.log.mark_flushed(plan.end_offset);
+        Ok(())
+    }
+
+    /// The directory of this partition's log.
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.lock().log.dir().to_path_buf()
+    }
+
+    /// Registers `notify` to be woken when the high watermark moves or the partition fails.
+    pub fn register_waiter(&self, notify: &Arc<Notify>) {
+        let mut waiters = self
+            .waiters
+            .lock()
+            .expect("waiters lock is never held across a panic");
+        if waiters.len() >= WAITERS_PRUNE_LEN {
+            waiters.retain(|w| w.strong_count() > 0);
+        }
+        waiters.push(Arc::downgrade(notify));
+    }
+
+    fn wake_waiters(&self) {
+        let waiters = {
+            let mut guard = self
+                .waiters
+                .lock()
+                .expect("waiters lock is never held across a panic");
+            if guard.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *guard)
+        };
+        for waiter in waiters.iter().filter_map(Weak::upgrade) {
+            waiter.notify_one();
+        }
+    }
+}
+
+/// Waits until `ready()` holds or `deadline` passes, waking whenever one of `partitions`
+/// changes. Returns the final value of `ready()`.
+pub async fn wait_for(
+    partitions: &[Arc<Partition>],
+    deadline: tokio::time::Instant,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    let notify = Arc::new(Notify::new());
+    loop {
+        for partition in partitions {
+            partition.register_waiter(&notify);
+        }
+        if ready() {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notify.notified())
+            .await
+            .is_err()
+        {
+            return ready();
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The `ferry` command line: argument parsing only; each subcommand calls into the library.
+
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Ferry: a Kafka-compatible streaming broker.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a single-node broker.
+    Serve(serve::ServeArgs),
+}
+
+/// Parses the process arguments and runs the chosen subcommand; returns the exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+    }
+}

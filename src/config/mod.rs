@@ -1,0 +1,394 @@
+//! Broker configuration: Kafka's own `server.properties` keys where they mean the same
+//! thing, a few Ferry-specific limits (prefixed `ferry.`), and command-line overrides.
+//! The only module that reads configuration; everything else receives typed values.
+
+pub mod topic;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use crate::properties;
+
+/// A configuration value that cannot be used, with the key and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration {}: {}", self.key, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A host and port as published to clients in Metadata responses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Every broker setting Ferry reads, with Kafka's defaults unless noted.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `listeners`: the address to bind.
+    pub listen: SocketAddr,
+    /// `advertised.listeners`: what clients are told to connect to (default: `listen`).
+    pub advertised: Option<Endpoint>,
+    /// `log.dirs` (or `log.dir`): the data directory.
+    pub data_dir: PathBuf,
+    /// `node.id` (or `broker.id`).
+    pub node_id: i32,
+    /// `num.partitions`: partitions of auto-created topics and CreateTopics with -1.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `socket.request.max.bytes`: largest request frame accepted.
+    pub socket_request_max_bytes: usize,
+    /// `queued.max.request.bytes`: request bytes held in memory across all connections
+    /// (Kafka's default is unbounded; Ferry's is 512 MiB).
+    pub queued_max_request_bytes: usize,
+    /// `max.connections`: open client connections (Ferry default 10,000).
+    pub max_connections: usize,
+    /// `connections.max.idle.ms`: idle connections are closed after this long.
+    pub connections_max_idle_ms: u64,
+    /// `ferry.max.inflight.requests.per.connection`: requests read ahead of their responses.
+    pub max_inflight_requests_per_connection: usize,
+    /// `fetch.max.bytes`: cap on one Fetch response's record bytes.
+    pub fetch_max_bytes: usize,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often recovery points are saved.
+    pub flush_checkpoint_interval_ms: u64,
+    /// `log.retention.check.interval.ms`.
+    pub retention_check_interval_ms: u64,
+    /// Broker-level defaults for topic configs (`log.segment.bytes`, ...).
+    pub topic_defaults: topic::TopicDefaults,
+    /// Keys that came from the config file or overrides, for DescribeConfigs sources.
+    pub explicit: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised: None,
+            data_dir: PathBuf::from("ferry-data"),
+            node_id: 1,
+            num_partitions: 1,
+            auto_create_topics_enable: true,
+            socket_request_max_bytes: 104_857_600,
+            queued_max_request_bytes: 512 << 20,
+            max_connections: 10_000,
+            connections_max_idle_ms: 600_000,
+            max_inflight_requests_per_connection: 32,
+            fetch_max_bytes: 57_671_680,
+            flush_checkpoint_interval_ms: 60_000,
+            retention_check_interval_ms: 300_000,
+            topic_defaults: topic::TopicDefaults::default(),
+            explicit: BTreeMap::new(),
+        }
+    }
+}
+
+/// Parses `PLAINTEXT://host:port` (the first listener of a comma-separated list) or a plain
+/// `host:port`.
+pub fn parse_listener(key: &str, value: &str) -> Result<Endpoint, ConfigError> {
+    let first = value.split(',').next().unwrap_or_default().trim();
+    let address = match first.split_once("://") {
+        Some((protocol, rest)) => {
+            if !protocol.eq_ignore_ascii_case("PLAINTEXT") {
+                return Err(invalid(
+                    key,
+                    format!("only PLAINTEXT listeners are supported, got {protocol}"),
+                ));
+            }
+            rest
+        }
+        None => first,
+    };
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, format!("expected HOST:PORT, got {address:?}")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(key, format!("bad port in {address:?}")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(Endpoint {
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn resolve(key: &str, endpoint: &Endpoint) -> Result<SocketAddr, ConfigError> {
+    let host = if endpoint.host.is_empty() {
+        "0.0.0.0"
+    } else {
+        &endpoint.host
+    };
+    (host, endpoint.port)
+        .to_socket_addrs()
+        .map_err(|e| invalid(key, format!("cannot resolve {host}: {e}")))?
+        .next()
+        .ok_or_else(|| invalid(key, format!("{host} resolves to no address")))
+}
+
+pub(crate) fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, format!("expected a number, got {value:?}")))
+}
+
+pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(
+            key,
+            format!("expected true or false, got {value:?}"),
+        )),
+    }
+}
+
+impl BrokerConfig {
+    /// Builds the configuration from Kafka-style properties (file contents and overrides,
+    /// later entries winning). Unknown keys are returned so the caller can warn about them.
+    pub fn from_properties(
+        props: &BTreeMap<String, String>,
+    ) -> Result<(BrokerConfig, Vec<String>), ConfigError> {
+        let mut config = BrokerConfig::default();
+        let mut unknown = Vec::new();
+        for (key, value) in props {
+            if !config.apply(key, value)? {
+                unknown.push(key.clone());
+            }
+        }
+        config.explicit = props.clone();
+        config.validate()?;
+        Ok((config, unknown))
+    }
+
+    /// Reads a `server.properties`-style file.
+    pub fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("--config", format!("cannot read {}: {e}", path.display())))?;
+        Ok(properties::parse(&text))
+    }
+
+    /// Applies one key; returns false if the key is not one Ferry knows.
+    fn apply(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
+        match key {
+            "listeners" => self.listen = resolve(key, &parse_listener(key, value)?)?,
+            "advertised.listeners" => self.advertised = Some(parse_listener(key, value)?),
+            "log.dirs" | "log.dir" => {
+                let dirs: Vec<&str> = value.split(',').map(str::trim).collect();
+                if dirs.len() != 1 || dirs[0].is_empty() {
+                    return Err(invalid(key, "exactly one directory is supported"));
+                }
+                self.data_dir = PathBuf::from(dirs[0]);
+            }
+            "node.id" | "broker.id" => self.node_id = parse_num(key, value)?,
+            "num.partitions" => self.num_partitions = parse_num(key, value)?,
+            "default.replication.factor" => {
+                if parse_num::<i32>(key, value)? != 1 {
+                    return Err(invalid(key, "only 1 is supported by a single-node broker"));
+                }
+            }
+            "auto.create.topics.enable" => self.auto_create_topics_enable = parse_bool(key, value)?,
+            "socket.request.max.bytes" => self.socket_request_max_bytes = parse_num(key, value)?,
+            "queued.max.request.bytes" => {
+                let bytes: i64 = parse_num(key, value)?;
+                self.queued_max_request_bytes = if bytes <= 0 {
+                    usize::MAX >> 1
+                } else {
+                    bytes as usize
+                };
+            }
+            "max.connections" => self.max_connections = parse_num(key, value)?,
+            "connections.max.idle.ms" => self.connections_max_idle_ms = parse_num(key, value)?,
+            "ferry.max.inflight.requests.per.connection" => {
+                self.max_inflight_requests_per_connection = parse_num(key, value)?
+            }
+            "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, value)?,
+            "log.flush.offset.checkpoint.interval.ms" => {
+                self.flush_checkpoint_interval_ms = parse_num(key, value)?
+            }
+            "log.retention.check.interval.ms" => {
+                self.retention_check_interval_ms = parse_num(key, value)?
+            }
+            _ => return self.topic_defaults.apply_broker_key(key, value),
+        }
+        Ok(true)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.num_partitions < 1 {
+            return Err(invalid("num.partitions", "must be at least 1"));
+        }
+        if self.socket_request_max_bytes < 1024 {
+            return Err(invalid("socket.request.max.bytes", "must be at least 1024"));
+        }
+        if self.max_inflight_requests_per_connection == 0 {
+            return Err(invalid(
+                "ferry.max.inflight.requests.per.connection",
+                "must be at least 1",
+            ));
+        }
+        if self.queued_max_request_bytes < self.socket_request_max_bytes {
+            return Err(invalid(
+                "queued.max.request.bytes",
+                "must be at least socket.request.max.bytes",
+            ));
+        }
+        self.topic_defaults.validate()
+    }
+
+    /// Broker settings as DescribeConfigs reports them: `(key, value, set explicitly)`.
+    pub fn describe(&self, advertised: &Endpoint) -> Vec<(String, String, bool)> {
+        let mut out = vec![
+            (
+                "listeners".to_string(),
+                format!("PLAINTEXT://{}", self.listen),
+            ),
+            (
+                "advertised.listeners".to_string(),
+                format!("PLAINTEXT://{}:{}", advertised.host, advertised.port),
+            ),
+            ("log.dirs".to_string(), self.data_dir.display().to_string()),
+            ("node.id".to_string(), self.node_id.to_string()),
+            (
+                "num.partitions".to_string(),
+                self.num_partitions.to_string(),
+            ),
+            ("default.replication.factor".to_string(), "1".to_string()),
+            (
+                "auto.create.topics.enable".to_string(),
+                self.auto_create_topics_enable.to_string(),
+            ),
+            (
+                "socket.request.max.bytes".to_string(),
+                self.socket_request_max_bytes.to_string(),
+            ),
+            (
+                "queued.max.request.bytes".to_string(),
+                self.queued_max_request_bytes.to_string(),
+            ),
+            (
+                "max.connections".to_string(),
+                self.max_connections.to_string(),
+            ),
+            (
+                "connections.max.idle.ms".to_string(),
+                self.connections_max_idle_ms.to_string(),
+            ),
+            (
+                "fetch.max.bytes".to_string(),
+                self.fetch_max_bytes.to_string(),
+            ),
+            (
+                "log.flush.offset.checkpoint.interval.ms".to_string(),
+                self.flush_checkpoint_interval_ms.to_string(),
+            ),
+            (
+                "log.retention.check.interval.ms".to_string(),
+                self.retention_check_interval_ms.to_string(),
+            ),
+        ];
+        for entry in self.topic_defaults.describe(&BTreeMap::new()) {
+            if let Some((broker_key, value, _)) = entry.synonyms.first() {
+                out.push((broker_key.clone(), value.clone()));
+            }
+        }
+        out.sort();
+        out.dedup_by(|a, b| a.0 == b.0);
+        out.into_iter()
+            .map(|(key, value)| {
+                let explicit = self.explicit.contains_key(&key);
+                (key, value, explicit)
+            })
+            .collect()
+    }
+
+    /// The endpoint published to clients.
+    pub fn advertised_endpoint(&self, bound: SocketAddr) -> Endpoint {
+        if let Some(endpoint) = &self.advertised {
+            return endpoint.clone();
+        }
+        let host = if bound.ip().is_unspecified() {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".to_string())
+        } else {
+            bound.ip().to_string()
+        };
+        Endpoint {
+            host,
+            port: bound.port(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_kafka_keys() {
+        let (config, unknown) = BrokerConfig::from_properties(&props(&[
+            ("listeners", "PLAINTEXT://127.0.0.1:19092"),
+            ("advertised.listeners", "PLAINTEXT://broker.example:9092"),
+            ("log.dirs", "/var/lib/ferry"),
+            ("num.partitions", "4"),
+            ("log.segment.bytes", "1048576"),
+            ("zookeeper.connect", "nowhere:2181"),
+        ]))
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:19092".parse().unwrap());
+        assert_eq!(
+            config.advertised,
+            Some(Endpoint {
+                host: "broker.example".into(),
+                port: 9092
+            })
+        );
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/ferry"));
+        assert_eq!(config.num_partitions, 4);
+        assert_eq!(
+            config.topic_defaults.default_value("segment.bytes"),
+            Some("1048576")
+        );
+        assert_eq!(unknown, vec!["zookeeper.connect".to_string()]);
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_honour() {
+        for (key, value) in [
+            ("default.replication.factor", "3"),
+            ("listeners", "SSL://0.0.0.0:9093"),
+            ("log.dirs", "/a,/b"),
+            ("num.partitions", "zero"),
+            ("log.segment.bytes", "10"),
+        ] {
+            let err = BrokerConfig::from_properties(&props(&[(key, value)])).unwrap_err();
+            assert_eq!(err.key, key);
+        }
+    }
+}

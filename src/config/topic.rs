@@ -1,0 +1,473 @@
+//! Topic-level configuration: the keys a topic accepts (CreateTopics configs,
+//! DescribeConfigs), their broker-level default keys (`log.segment.bytes` for
+//! `segment.bytes`, ...), validation, and resolution into the storage layer's `LogConfig`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{invalid, parse_num, ConfigError};
+use crate::storage::batch::TimestampType;
+use crate::storage::log::LogConfig;
+
+/// How a value is checked.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// An integer in `[min, max]`.
+    Long { min: i64, max: i64 },
+    /// One of a fixed set of words (comma-separated lists allowed when `list`).
+    Choice {
+        options: &'static [&'static str],
+        list: bool,
+    },
+    /// Accepted and shown, but without effect in Ferry yet.
+    Inert,
+}
+
+/// One topic config key.
+#[derive(Debug)]
+pub struct TopicKey {
+    pub name: &'static str,
+    /// The broker key whose value is the default, if any.
+    pub broker_key: Option<&'static str>,
+    pub default: &'static str,
+    kind: Kind,
+}
+
+const DAY_MS: &str = "86400000";
+const WEEK_MS: &str = "604800000";
+const LONG_MAX: &str = "9223372036854775807";
+
+/// Every topic config key Ferry accepts, sorted by name.
+pub static TOPIC_KEYS: &[TopicKey] = &[
+    TopicKey {
+        name: "cleanup.policy",
+        broker_key: Some("log.cleanup.policy"),
+        default: "delete",
+        kind: Kind::Choice {
+            options: &["delete", "compact"],
+            list: true,
+        },
+    },
+    TopicKey {
+        name: "compression.type",
+        broker_key: Some("compression.type"),
+        default: "producer",
+        // Ferry stores batches as produced and never recompresses.
+        kind: Kind::Choice {
+            options: &["producer"],
+            list: false,
+        },
+    },
+    TopicKey {
+        name: "delete.retention.ms",
+        broker_key: Some("log.cleaner.delete.retention.ms"),
+        default: DAY_MS,
+        kind: Kind::Inert,
+    },
+    TopicKey {
+        name: "file.delete.delay.ms",
+        broker_key: Some("log.segment.delete.delay.ms"),
+        default: "60000",
+        kind: Kind::Inert,
+    },
+    TopicKey {
+        name: "flush.messages",
+        broker_key: Some("log.flush.interval.messages"),
+        default: LONG_MAX,
+        kind: Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
+    },
+    TopicKey {
+        name: "flush.ms",
+        broker_key: Some("log.flush.interval.ms"),
+        default: LONG_MAX,
+        kind: Kind::Long {
+            min: 0,
+            max: i64::MAX,
+        },
+    },
+    TopicKey {
+        name: "index.interval.bytes",
+        broker_key: Some("log.index.interval.bytes"),
+        default: "4096",
+        kind: Kind::Long {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+    },
+    TopicKey {
+        name: "max.compaction.lag.ms",
+        broker_key: Some("log.cleaner.max.compaction.lag.ms"),
+        default: LONG_MAX,
+        kind: Kind::Inert,
+    },
+    TopicKey {
+        name: "max.message.bytes",
+        broker_key: Some("message.max.bytes"),
+        default: "1048588",
+        kind: Kind::Long {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+    },
+    TopicKey {
+        name: "message.timestamp.after.max.ms",
+        broker_key: Some("log.message.timestamp.after.max.ms"),
+        default: LONG_MAX,
+        kind: Kind::Inert,
+    },
+    TopicKey {
+        name: "message.timestamp.before.max.ms",
+        broker_key: Some("log.message.timestamp.before.max.ms"),
+        default: LONG_MAX,
+        kind: Kind::Inert,
+    },
+    TopicKey {
+        name: "message.timestamp.type",
+        broker_key: Some("log.message.timestamp.type"),
+        default: "CreateTime",
+        kind: Kind::Choice {
+            options: &["CreateTime", "LogAppendTime"],
+            list: false,
+        },
+    },
+    TopicKey {
+        name: "min.cleanable.dirty.ratio",
+        broker_key: Some("log.cleaner.min.cleanable.ratio"),
+        default: "0.5",
+        kind: Kind::Inert,
+    },
+    TopicKey {
+        name: "min.compaction.lag.ms",
+        broker_key: Some("log.cleaner.min.compaction.lag.ms"),
+        default: "0",
+        kind: Kind::Inert,
+    },
+    TopicKey {
+        name: "min.insync.replicas",
+        broker_key: Some("min.insync.replicas"),
+        default: "1",
+        kind: Kind::Long { min: 1, max: 1 },
+    },
+    TopicKey {
+        name: "retention.bytes",
+        broker_key: Some("log.retention.bytes"),
+        default: "-1",
+        kind: Kind::Long {
+            min: -1,
+            max: i64::MAX,
+        },
+    },
+    TopicKey {
+        name: "retention.ms",
+        broker_key: Some("log.retention.ms"),
+        default: WEEK_MS,
+        kind: Kind::Long {
+            min: -1,
+            max: i64::MAX,
+        },
+    },
+    TopicKey {
+        name: "segment.bytes",
+        broker_key: Some("log.segment.bytes"),
+        default: "1073741824",
+        // Positions in Kafka's index format are 32-bit.
+        kind: Kind::Long {
+            min: 14,
+            max: i32::MAX as i64,
+        },
+    },
+    TopicKey {
+        name: "segment.index.bytes",
+        broker_key: Some("log.index.size.max.bytes"),
+        default: "10485760",
+        kind: Kind::Inert,
+    },
+    TopicKey {
+        name: "segment.jitter.ms",
+        broker_key: Some("log.roll.jitter.ms"),
+        default: "0",
+        kind: Kind::Inert,
+    },
+    TopicKey {
+        name: "segment.ms",
+        broker_key: Some("log.roll.ms"),
+        default: WEEK_MS,
+        kind: Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
+    },
+    TopicKey {
+        name: "unclean.leader.election.enable",
+        broker_key: Some("unclean.leader.election.enable"),
+        default: "false",
+        kind: Kind::Choice {
+            options: &["true", "false"],
+            list: false,
+        },
+    },
+];
+
+/// Broker keys that set a topic default in other units (`log.roll.hours`, ...).
+static SCALED_BROKER_KEYS: &[(&str, &str, i64)] = &[
+    ("log.roll.hours", "segment.ms", 3_600_000),
+    ("log.retention.hours", "retention.ms", 3_600_000),
+    ("log.retention.minutes", "retention.ms", 60_000),
+];
+
+/// Ferry's cap on records materialised to look inside one batch
+/// (`ferry.max.decompressed.batch.bytes`).
+const DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
+
+pub fn lookup(name: &str) -> Option<&'static TopicKey> {
+    TOPIC_KEYS.iter().find(|k| k.name == name)
+}
+
+fn check(key: &TopicKey, value: &str) -> Result<(), ConfigError> {
+    match key.kind {
+        Kind::Long { min, max } => {
+            let n: i64 = parse_num(key.name, value)?;
+            if n < min || n > max {
+                return Err(invalid(key.name, format!("{n} is outside [{min}, {max}]")));
+            }
+        }
+        Kind::Choice { options, list } => {
+            let words: Vec<&str> = if list {
+                value.split(',').map(str::trim).collect()
+            } else {
+                vec![value.trim()]
+            };
+            if let Some(bad) = words.iter().find(|w| !options.contains(w)) {
+                return Err(invalid(
+                    key.name,
+                    format!("{bad:?} is not supported; expected one of {options:?}"),
+                ));
+            }
+        }
+        Kind::Inert => {}
+    }
+    Ok(())
+}
+
+/// Broker-level defaults for every topic key.
+#[derive(Debug, Clone)]
+pub struct TopicDefaults {
+    values: BTreeMap<&'static str, String>,
+    /// Topic keys whose default was set by broker configuration rather than built in.
+    explicit: BTreeSet<&'static str>,
+    pub max_decompressed_batch_bytes: usize,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        let values = TOPIC_KEYS
+            .iter()
+            .map(|k| (k.name, k.default.to_string()))
+            .collect();
+        TopicDefaults {
+            values,
+            explicit: BTreeSet::new(),
+            max_decompressed_batch_bytes: DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES,
+        }
+    }
+}
+
+impl TopicDefaults {
+    /// Applies a broker key if it sets a topic default; false if the key is unknown.
+    pub fn apply_broker_key(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
+        if key == "ferry.max.decompressed.batch.bytes" {
+            self.max_decompressed_batch_bytes = parse_num(key, value)?;
+            return Ok(true);
+        }
+        if let Some((_, topic_key, scale)) = SCALED_BROKER_KEYS.iter().find(|(k, _, _)| *k == key) {
+            let n: i64 = parse_num(key, value)?;
+            let scaled = if n < 0 { -1 } else { n.saturating_mul(*scale) };
+            return self.set(topic_key, &scaled.to_string(), key).map(|()| true);
+        }
+        match TOPIC_KEYS.iter().find(|k| k.broker_key == Some(key)) {
+            Some(topic_key) => self.set(topic_key.name, value, key).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    fn set(&mut self, topic_key: &str, value: &str, broker_key: &str) -> Result<(), ConfigError> {
+        let key = lookup(topic_key).expect("table keys are valid");
+        check(key, value).map_err(|e| invalid(broker_key, e.reason))?;
+        self.values.insert(key.name, value.trim().to_string());
+        self.explicit.insert(key.name);
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for key in TOPIC_KEYS {
+            check(key, &self.values[key.name])?;
+        }
+        Ok(())
+    }
+
+    pub fn default_value(&self, topic_key: &str) -> Option<&str> {
+        self.values.get(topic_key).map(String::as_str)
+    }
+
+    /// Checks a topic's overrides: known keys with acceptable values.
+    pub fn validate_overrides(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        for (name, value) in overrides {
+            let key = lookup(name).ok_or_else(|| invalid(name, "unknown topic config key"))?;
+            check(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// The effective value of every key for a topic with `overrides`.
+    pub fn effective<'a>(
+        &'a self,
+        overrides: &'a BTreeMap<String, String>,
+    ) -> impl Fn(&str) -> &'a str {
+        move |name| {
+            overrides
+                .get(name)
+                .map(String::as_str)
+                .or_else(|| self.values.get(name).map(String::as_str))
+                .unwrap_or("")
+        }
+    }
+
+    /// Resolves the storage settings and flush policy for a topic.
+    pub fn resolve(&self, overrides: &BTreeMap<String, String>) -> ResolvedTopicConfig {
+        let get = self.effective(overrides);
+        let long = |name: &str| get(name).trim().parse::<i64>().unwrap_or(i64::MAX);
+        let timestamp_type = if get("message.timestamp.type") == "LogAppendTime" {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        };
+        ResolvedTopicConfig {
+            log: LogConfig {
+                segment_bytes: long("segment.bytes").max(14) as u64,
+                segment_ms: long("segment.ms"),
+                index_interval_bytes: long("index.interval.bytes").max(0) as u64,
+                max_message_bytes: long("max.message.bytes").max(0) as usize,
+                timestamp_type,
+                retention_ms: long("retention.ms"),
+                retention_bytes: long("retention.bytes"),
+                max_decompressed_batch_bytes: self.max_decompressed_batch_bytes,
+            },
+            flush_messages: long("flush.messages").max(1),
+            flush_ms: long("flush.ms").max(0),
+        }
+    }
+}
+
+/// Where a config value comes from, with Kafka's DescribeConfigs source codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+/// One config value as DescribeConfigs and CreateTopics report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: String,
+    pub source: ConfigSource,
+    /// The values this one overrides, most specific first (Kafka's synonyms).
+    pub synonyms: Vec<(String, String, ConfigSource)>,
+}
+
+impl TopicDefaults {
+    /// Every topic config key with its effective value for a topic with `overrides`.
+    pub fn describe(&self, overrides: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
+        TOPIC_KEYS
+            .iter()
+            .map(|key| {
+                let mut synonyms = Vec::new();
+                if let Some(value) = overrides.get(key.name) {
+                    synonyms.push((
+                        key.name.to_string(),
+                        value.clone(),
+                        ConfigSource::DynamicTopic,
+                    ));
+                }
+                if let (Some(broker_key), true) = (key.broker_key, self.explicit.contains(key.name))
+                {
+                    let value = self.values[key.name].clone();
+                    synonyms.push((broker_key.to_string(), value, ConfigSource::StaticBroker));
+                }
+                synonyms.push((
+                    key.broker_key.unwrap_or(key.name).to_string(),
+                    key.default.to_string(),
+                    ConfigSource::Default,
+                ));
+                let (_, value, source) = synonyms[0].clone();
+                ConfigEntry {
+                    name: key.name.to_string(),
+                    value,
+                    source,
+                    synonyms,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A topic's settings as the broker uses them.
+#[derive(Debug, Clone)]
+pub struct ResolvedTopicConfig {
+    pub log: LogConfig,
+    /// `flush.messages`: 1 means every acknowledgement waits for an fsync (durable mode).
+    pub flush_messages: i64,
+    /// `flush.ms`: flush at least this often when there is unflushed data.
+    pub flush_ms: i64,
+}
+
+impl ResolvedTopicConfig {
+    /// True when acknowledgements wait for data to reach stable storage.
+    pub fn is_durable(&self) -> bool {
+        self.flush_messages == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_keys_set_topic_defaults_and_overrides_win() {
+        let mut defaults = TopicDefaults::default();
+        assert!(defaults
+            .apply_broker_key("log.retention.hours", "2")
+            .unwrap());
+        assert!(defaults
+            .apply_broker_key("log.flush.interval.messages", "1")
+            .unwrap());
+        assert!(!defaults.apply_broker_key("no.such.key", "1").unwrap());
+        let mut overrides = BTreeMap::new();
+        overrides.insert("segment.bytes".to_string(), "4096".to_string());
+        let resolved = defaults.resolve(&overrides);
+        assert_eq!(resolved.log.retention_ms, 7_200_000);
+        assert_eq!(resolved.log.segment_bytes, 4096);
+        assert!(resolved.is_durable());
+    }
+
+    #[test]
+    fn overrides_are_validated() {
+        let defaults = TopicDefaults::default();
+        let bad = |k: &str, v: &str| {
+            let map = BTreeMap::from([(k.to_string(), v.to_string())]);
+            defaults.validate_overrides(&map).is_err()
+        };
+        assert!(bad("no.such.config", "1"));
+        assert!(bad("segment.bytes", "-5"));
+        assert!(bad("compression.type", "gzip"));
+        assert!(bad("cleanup.policy", "compact,bogus"));
+        assert!(!bad("cleanup.policy", "compact,delete"));
+        assert!(!bad("retention.ms", "-1"));
+    }
+}

@@ -1,0 +1,18 @@
+//! Ferry: a Kafka-compatible streaming broker.
+//!
+//! Layers, each with one owner (see ARCHITECTURE.md for the full code map):
+//! * [`network`]: sockets, framing, per-connection pipelining, shutdown.
+//! * [`protocol`]: the Kafka wire codec and the table of supported API versions.
+//! * [`broker`]: request handlers (one per API), partitions, topics, the flusher.
+//! * [`storage`]: the segmented on-disk log, recovery, checkpoints, data directory.
+//! * [`config`]: Kafka-style configuration and topic configs.
+//! * [`server`]: composition root wiring the layers together.
+//! * [`properties`]: Java `.properties` text used by configs and metadata files.
+
+pub mod broker;
+pub mod config;
+pub mod network;
+pub mod properties;
+pub mod protocol;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,182 @@
+//! One client connection: reads frames, dispatches them in order, and writes responses in
+//! request order from a separate task so that a slow response (long-poll fetch, durable
+//! produce) never stops the next request from being read and started.
+//!
+//! Memory bound: a frame's size is checked against `max_frame_bytes` before anything is
+//! allocated, and its bytes are reserved from a broker-wide semaphore
+//! (`queued.max.request.bytes`) until its handler's synchronous phase is done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, error, warn};
+
+use super::ConnectionLimits;
+use crate::broker::dispatch::{dispatch, Reply};
+use crate::broker::Broker;
+use crate::protocol::decode_request_header;
+
+/// Why reading a frame stopped.
+#[derive(Debug)]
+enum FrameError {
+    TooLarge {
+        frame_bytes: i64,
+        max_frame_bytes: usize,
+    },
+    Io(std::io::Error),
+    Idle,
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLarge { frame_bytes, max_frame_bytes } => write!(
+                f,
+                "request frame of {frame_bytes} bytes exceeds socket.request.max.bytes={max_frame_bytes}"
+            ),
+            FrameError::Io(err) => write!(f, "read failed: {err}"),
+            FrameError::Idle => write!(f, "idle for longer than connections.max.idle.ms"),
+        }
+    }
+}
+
+/// Reads one size-prefixed frame. `Ok(None)` is a clean end of stream between frames.
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limits: &ConnectionLimits,
+    memory: &Arc<Semaphore>,
+) -> Result<Option<(BytesMut, OwnedSemaphorePermit)>, FrameError> {
+    let mut size_bytes = [0u8; 4];
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    match tokio::time::timeout(idle, reader.read_exact(&mut size_bytes)).await {
+        Err(_) => return Err(FrameError::Idle),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Ok(Err(err)) => return Err(FrameError::Io(err)),
+        Ok(Ok(_)) => {}
+    }
+    let size = i32::from_be_bytes(size_bytes);
+    let Ok(size) = usize::try_from(size) else {
+        return Err(FrameError::TooLarge {
+            frame_bytes: i64::from(size),
+            max_frame_bytes: limits.max_frame_bytes,
+        });
+    };
+    if size > limits.max_frame_bytes {
+        return Err(FrameError::TooLarge {
+            frame_bytes: size as i64,
+            max_frame_bytes: limits.max_frame_bytes,
+        });
+    }
+    // max_frame_bytes <= queued.max.request.bytes <= u32::MAX (checked at startup), so the
+    // permit request always fits and can always be granted eventually.
+    let permits = u32::try_from(size.max(1)).unwrap_or(u32::MAX);
+    let permit = Arc::clone(memory)
+        .acquire_many_owned(permits)
+        .await
+        .map_err(|_| FrameError::Io(std::io::Error::other("broker shutting down")))?;
+    let mut frame = BytesMut::zeroed(size);
+    reader
+        .read_exact(&mut frame)
+        .await
+        .map_err(FrameError::Io)?;
+    Ok(Some((frame, permit)))
+}
+
+/// Serves one connection until the client closes it, an error closes it, or shutdown.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    memory: Arc<Semaphore>,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if let Err(err) = stream.set_nodelay(true) {
+        debug!(%peer, "cannot set TCP_NODELAY: {err}");
+    }
+    let (read_half, write_half) = stream.into_split();
+    let (replies, pending) = mpsc::channel::<Reply>(limits.max_inflight_requests);
+    let writer = tokio::spawn(write_replies(write_half, pending, peer));
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    loop {
+        let frame = tokio::select! {
+            frame = read_frame(&mut reader, &limits, &memory) => frame,
+            _ = shutdown.changed() => break,
+        };
+        let (bytes, permit) = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(FrameError::Io(err)) => {
+                debug!(%peer, "connection closed: {err}");
+                break;
+            }
+            Err(err) => {
+                warn!(%peer, "closing connection: {err}");
+                break;
+            }
+        };
+        let request = match decode_request_header(bytes.freeze()) {
+            Ok(request) => request,
+            Err(err) => {
+                warn!(%peer, "closing connection: {err}");
+                break;
+            }
+        };
+        let reply = dispatch(&broker, request, peer);
+        drop(permit);
+        let close = matches!(reply, Reply::Close(_));
+        if replies.send(reply).await.is_err() || close {
+            break;
+        }
+    }
+    drop(replies);
+    if let Err(err) = writer.await {
+        error!(%peer, "connection writer task failed: {err}");
+    }
+}
+
+/// Writes responses in request order, awaiting pending ones, batching writes while more
+/// responses are queued.
+async fn write_replies(
+    write_half: OwnedWriteHalf,
+    mut pending: mpsc::Receiver<Reply>,
+    peer: SocketAddr,
+) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
+    while let Some(reply) = pending.recv().await {
+        let frame = match reply {
+            Reply::Ready(frame) => frame,
+            Reply::Pending(future) => future.await,
+            Reply::NoResponse => continue,
+            Reply::Close(reason) => {
+                warn!(%peer, "closing connection: {reason}");
+                break;
+            }
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(err) => {
+                error!(%peer, "closing connection: {err}");
+                break;
+            }
+        };
+        if let Err(err) = writer.write_all(&frame).await {
+            debug!(%peer, "write failed: {err}");
+            return;
+        }
+        if pending.is_empty() {
+            if let Err(err) = writer.flush().await {
+                debug!(%peer, "write failed: {err}");
+                return;
+            }
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}

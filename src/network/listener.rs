@@ -1,0 +1,73 @@
+//! The accept loop: enforces `max.connections`, backs off on accept errors (such as running
+//! out of file descriptors), and stops accepting on shutdown, then waits for open
+//! connections to finish their in-flight work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tracing::{error, warn};
+
+use super::{connection, ConnectionLimits};
+use crate::broker::Broker;
+
+/// Longest pause after repeated accept failures.
+const ACCEPT_BACKOFF_MAX_MS: u64 = 1_000;
+/// How long shutdown waits for connections to finish.
+const DRAIN_TIMEOUT_MS: u64 = 5_000;
+
+/// Accepts connections until `shutdown` fires.
+pub async fn run(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    limits: ConnectionLimits,
+    max_connections: usize,
+    queued_max_request_bytes: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let memory = Arc::new(Semaphore::new(
+        queued_max_request_bytes.min(Semaphore::MAX_PERMITS),
+    ));
+    let mut backoff_ms = 5;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff_ms = 5;
+                pair
+            }
+            Err(err) => {
+                error!("accept failed: {err}; retrying in {backoff_ms} ms");
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(ACCEPT_BACKOFF_MAX_MS);
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            warn!(%peer, "refusing connection: max.connections={max_connections} reached");
+            drop(stream);
+            continue;
+        };
+        let broker = Arc::clone(&broker);
+        let memory = Arc::clone(&memory);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            connection::serve(stream, peer, broker, memory, limits, shutdown).await;
+            drop(permit);
+        });
+    }
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(
+        Duration::from_millis(DRAIN_TIMEOUT_MS),
+        connections.acquire_many(all),
+    )
+    .await;
+    if drained.is_err() {
+        warn!("some connections were still busy at shutdown");
+    }
+}

@@ -1,0 +1,17 @@
+//! Sockets: the accept loop with its connection limit, and per-connection tasks that read
+//! size-prefixed frames within the configured limits, hand them to the broker in order and
+//! write responses back in request order. The only module that touches sockets.
+
+pub mod connection;
+pub mod listener;
+
+/// Limits applied to every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// `socket.request.max.bytes`: larger frames close the connection.
+    pub max_frame_bytes: usize,
+    /// Requests read ahead of their responses per connection.
+    pub max_inflight_requests: usize,
+    /// `connections.max.idle.ms`: a connection with no request for this long is closed.
+    pub idle_timeout_ms: u64,
+}

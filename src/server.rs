@@ -1,0 +1,108 @@
+//! Composition root: binds the listener, opens the broker (recovering its logs), runs the
+//! accept loop and background work, and performs a clean shutdown on SIGTERM or SIGINT.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::network::{listener, ConnectionLimits};
+use crate::storage::StorageError;
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug)]
+pub enum ServerError {
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    Storage(StorageError),
+    Runtime(String),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Bind { address, source } => {
+                write!(f, "cannot listen on {address}: {source}")
+            }
+            ServerError::Storage(err) => write!(f, "{err}"),
+            ServerError::Runtime(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// Resolves when the process receives SIGTERM or SIGINT.
+async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).expect("installing a SIGTERM handler at startup");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler at startup");
+    tokio::select! {
+        _ = term.recv() => info!("received SIGTERM"),
+        _ = int.recv() => info!("received SIGINT"),
+    }
+}
+
+/// Runs a broker until a termination signal, then shuts it down cleanly.
+pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: config.listen.to_string(),
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| ServerError::Runtime(e.to_string()))?;
+    let advertised = config.advertised_endpoint(bound);
+    let data_dir = config.data_dir.clone();
+    let limits = ConnectionLimits {
+        max_frame_bytes: config.socket_request_max_bytes,
+        max_inflight_requests: config.max_inflight_requests_per_connection,
+        idle_timeout_ms: config.connections_max_idle_ms,
+    };
+    let (max_connections, queued_bytes) = (config.max_connections, config.queued_max_request_bytes);
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config, advertised))
+        .await
+        .map_err(|e| ServerError::Runtime(format!("broker startup panicked: {e}")))?
+        .map_err(ServerError::Storage)?;
+    let (stop, stopped) = watch::channel(false);
+    let background = tokio::spawn(Arc::clone(&broker).run_background(stopped.clone()));
+    let accept = tokio::spawn(listener::run(
+        listener,
+        Arc::clone(&broker),
+        limits,
+        max_connections,
+        queued_bytes,
+        stopped,
+    ));
+    info!(
+        listen = %bound,
+        advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
+        data_dir = %data_dir.display(),
+        cluster_id = %broker.cluster_id,
+        "Ferry is ready to accept connections on {bound}"
+    );
+    termination_signal().await;
+    info!("shutting down");
+    let _ = stop.send(true);
+    if let Err(err) = accept.await {
+        error!("accept loop failed: {err}");
+    }
+    if let Err(err) = background.await {
+        error!("background task failed: {err}");
+    }
+    tokio::task::spawn_blocking(move || broker.shutdown())
+        .await
+        .map_err(|e| ServerError::Runtime(format!("shutdown panicked: {e}")))?
+        .map_err(ServerError::Storage)?;
+    info!("shutdown complete");
+    Ok(())
+}

@@ -1,0 +1,936 @@
+//! A partition's log: an ordered set of segments in one directory, the offsets that bound
+//! it, and the two ways to append to it.
+//!
+//! * [`Log::append_as_leader`] takes one batch from a producer, assigns it the next offsets
+//!   and stamps the leader epoch (the only place offsets are assigned).
+//! * [`Log::append_verbatim`] stores batches at the offsets someone else chose (a mirror or
+//!   follower), which must increase; gaps are allowed.
+//!
+//! Architecture invariant: `log_start_offset <= recovery_point <= log_end_offset` and every
+//! batch in the segments at or above the recovery point was validated (CRC, lengths,
+//! increasing offsets) either when it was appended or when the log was opened.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::batch::{self, BatchHeader, BatchIter, TimestampType};
+use super::error::StorageError;
+use super::records::{self, RecordPosition};
+use super::segment::{self, IndexPolicy, ReadPlan, Segment};
+
+/// Per-log settings, resolved from topic configs and broker defaults.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when the active segment would exceed this size.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment is older than this.
+    pub segment_ms: i64,
+    /// `index.interval.bytes`: log bytes between two sparse index entries.
+    pub index_interval_bytes: u64,
+    /// `max.message.bytes`: largest batch accepted from a producer.
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type`.
+    pub timestamp_type: TimestampType,
+    /// `retention.ms` (-1: keep forever).
+    pub retention_ms: i64,
+    /// `retention.bytes` (-1: no size limit).
+    pub retention_bytes: i64,
+    /// Largest decompressed records area Ferry will materialise to look inside a batch.
+    pub max_decompressed_batch_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3_600_000,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            timestamp_type: TimestampType::CreateTime,
+            retention_ms: 7 * 24 * 3_600_000,
+            retention_bytes: -1,
+            max_decompressed_batch_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Offsets persisted in the data directory's checkpoint files for one log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCheckpoint {
+    pub recovery_point: i64,
+    pub log_start_offset: i64,
+}
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// The append time stamped into the batch, or -1 for CreateTime topics.
+    pub log_append_time_ms: i64,
+    pub records: u32,
+}
+
+/// What opening a log found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub segments: usize,
+    /// Segments scanned batch by batch (at or after the recovery point, or with bad indexes).
+    pub segments_recovered: usize,
+    /// Bytes cut from the tail because they were not valid batches.
+    pub truncated_bytes: u64,
+    /// Segments deleted because they followed a truncation point.
+    pub segments_deleted: usize,
+}
+
+/// Files to fsync to make the log durable up to `end_offset`.
+#[derive(Debug)]
+pub struct FlushPlan {
+    pub files: Vec<Arc<File>>,
+    pub end_offset: i64,
+}
+
+/// A partition's log.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    recovery_point: i64,
+    /// Reused buffer for the leader's copy of a produced batch.
+    scratch: Vec<u8>,
+    offline: bool,
+}
+
+fn leader_epoch_checkpoint(start_offset: i64) -> String {
+    format!("0\n1\n0 {start_offset}\n")
+}
+
+impl Log {
+    /// Creates a new, empty log whose first offset is `start_offset`.
+    pub fn create(
+        dir: &Path,
+        config: LogConfig,
+        start_offset: i64,
+        now_ms: i64,
+    ) -> Result<Log, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create log dir", dir, e))?;
+        let epochs = dir.join("leader-epoch-checkpoint");
+        std::fs::write(&epochs, leader_epoch_checkpoint(start_offset))
+            .map_err(|e| StorageError::io("write leader epochs", &epochs, e))?;
+        let segment = Segment::create(dir, start_offset, now_ms)
+            .map_err(|e| StorageError::io("create segment", dir, e))?;
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments: BTreeMap::from([(start_offset, segment)]),
+            log_start_offset: start_offset,
+            log_end_offset: start_offset,
+            recovery_point: start_offset,
+            scratch: Vec::new(),
+            offline: false,
+        })
+    }
+
+    /// Opens an existing log directory. Segments wholly below the checkpointed recovery
+    /// point keep their on-disk indexes (if they pass their checks); later segments, or all
+    /// of them without a checkpoint, are scanned and validated batch by batch. The first
+    /// invalid batch truncates the log there and later segments are deleted (Kafka's
+    /// `LogLoader` rule). `clean_shutdown` skips the scan.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        checkpoint: Option<LogCheckpoint>,
+        clean_shutdown: bool,
+        now_ms: i64,
+    ) -> Result<(Log, OpenReport), StorageError> {
+        let bases = list_segment_bases(dir)?;
+        let log_start_checkpoint = checkpoint.map(|c| c.log_start_offset);
+        let Some(&first_base) = bases.first() else {
+            let start = log_start_checkpoint.unwrap_or(0);
+            return Ok((
+                Log::create(dir, config, start, now_ms)?,
+                OpenReport::default(),
+            ));
+        };
+        let recovery_point = match (clean_shutdown, checkpoint) {
+            (true, _) => i64::MAX,
+            (false, Some(c)) => c.recovery_point,
+            (false, None) => i64::MIN,
+        };
+        let policy = IndexPolicy {
+            index_interval_bytes: config.index_interval_bytes,
+        };
+        let mut report = OpenReport {
+            segments: bases.len(),
+            ..OpenReport::default()
+        };
+        let mut segments = BTreeMap::new();
+        let mut min_offset = log_start_checkpoint.unwrap_or(first_base).min(first_base);
+        for (i, &base) in bases.iter().enumerate() {
+            let mut seg = Segment::open(dir, base, now_ms)
+                .map_err(|e| StorageError::io("open segment", dir, e))?;
+            let next_base = bases.get(i + 1).copied();
+            let trusted = next_base.is_some_and(|next| next <= recovery_point)
+                || (next_base.is_none() && recovery_point == i64::MAX);
+            let loaded = trusted && seg.load_indexes(next_base.unwrap_or(i64::MAX)) && {
+                seg.restore_tail_state().unwrap_or(false)
+            };
+            if !loaded {
+                let outcome = seg
+                    .recover(policy, min_offset, |_, _| {})
+                    .map_err(|e| StorageError::io("recover segment", dir, e))?;
+                report.segments_recovered += 1;
+                if outcome.truncated_bytes > 0 {
+                    warn!(
+                        log = %dir.display(), segment = base, bytes = outcome.truncated_bytes,
+                        "truncated invalid bytes at the end of a segment during recovery"
+                    );
+                    report.truncated_bytes += outcome.truncated_bytes;
+                    segments.insert(base, seg);
+                    report.segments_deleted += delete_segments_after(dir, base, &bases)?;
+                    break;
+                }
+            }
+            min_offset = seg.next_offset();
+            segments.insert(base, seg);
+        }
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            log_end_offset: 0,
+            log_start_offset: 0,
+            recovery_point: 0,
+            segments,
+            scratch: Vec::new(),
+            offline: false,
+        };
+        log.finish_open(log_start_checkpoint, recovery_point, now_ms)?;
+        Ok((log, report))
+    }
+
+    fn finish_open(
+        &mut self,
+        log_start_checkpoint: Option<i64>,
+        recovery_point: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let active = self
+            .segments
+            .values()
+            .next_back()
+            .expect("open keeps at least one segment");
+        self.log_end_offset = active.next_offset();
+        let first_base = *self.segments.keys().next().expect("at least one segment");
+        self.log_start_offset = log_start_checkpoint.unwrap_or(first_base).max(first_base);
+        if self.log_start_offset > self.log_end_offset {
+            // Everything was deleted up to a point beyond the data: start afresh there.
+            self.roll_to(self.log_start_offset, now_ms)?;
+            self.log_end_offset = self.log_start_offset;
+        }
+        self.recovery_point = recovery_point.clamp(self.log_start_offset, self.log_end_offset);
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size_bytes).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn checkpoint(&self) -> LogCheckpoint {
+        LogCheckpoint {
+            recovery_point: self.recovery_point,
+            log_start_offset: self.log_start_offset,
+        }
+    }
+
+    fn check_online(&self) -> Result<(), StorageError> {
+        if self.offline {
+            return Err(StorageError::LogOffline {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the log offline after an unrecoverable I/O failure (fail-stop: no retries
+    /// after a failed fsync, whose outcome is unknowable).
+    pub fn set_offline(&mut self) {
+        self.offline = true;
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_ref(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    /// Validates a producer's batch: exactly one v2 batch, intact, within size, not a
+    /// control batch, with a consistent record count.
+    fn validate_produced(&self, records: &[u8]) -> Result<BatchHeader, StorageError> {
+        if records.len() > self.config.max_message_bytes {
+            return Err(StorageError::RecordTooLarge {
+                batch_bytes: records.len(),
+                max_message_bytes: self.config.max_message_bytes,
+            });
+        }
+        let header = batch::validate(records)?;
+        if header.total_bytes() != records.len() {
+            return Err(StorageError::InvalidRecord {
+                reason: "a produce request must carry exactly one record batch per partition",
+            });
+        }
+        if header.is_control() {
+            return Err(StorageError::InvalidRecord {
+                reason: "clients may not write control batches",
+            });
+        }
+        if header.records_count <= 0 || header.records_count != header.last_offset_delta + 1 {
+            return Err(StorageError::InvalidRecord {
+                reason: "record count does not match the batch's offset range",
+            });
+        }
+        Ok(header)
+    }
+
+    /// Appends one producer batch, assigning it the next offsets.
+    pub fn append_as_leader(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.check_online()?;
+        let mut header = self.validate_produced(records)?;
+        let first_offset = self.log_end_offset;
+        self.maybe_roll(
+            records.len(),
+            first_offset + i64::from(header.last_offset_delta),
+            now_ms,
+        )?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(records);
+        batch::set_base_offset_and_epoch(&mut scratch, first_offset, leader_epoch);
+        let mut log_append_time_ms = -1;
+        if self.config.timestamp_type == TimestampType::LogAppendTime {
+            batch::set_log_append_time(&mut scratch, now_ms);
+            log_append_time_ms = now_ms;
+            header.max_timestamp = now_ms;
+        }
+        header.base_offset = first_offset;
+        let result = self.write_to_active(&scratch, &[header]);
+        self.scratch = scratch;
+        result?;
+        self.log_end_offset = header.next_offset();
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: header.last_offset(),
+            log_append_time_ms,
+            records: header.records_count.unsigned_abs(),
+        })
+    }
+
+    /// Appends batches at the offsets they carry (mirror and follower path). The batches
+    /// must be valid and start at or after the log end; gaps are kept.
+    pub fn append_verbatim(
+        &mut self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<AppendInfo>, StorageError> {
+        self.check_online()?;
+        let mut expected_min = self.log_end_offset;
+        let mut headers = Vec::new();
+        for item in BatchIter::new(batches) {
+            let (_, header) = item?;
+            if header.base_offset < expected_min {
+                return Err(StorageError::OffsetsNotIncreasing {
+                    batch_base_offset: header.base_offset,
+                    log_end_offset: expected_min,
+                });
+            }
+            expected_min = header.next_offset();
+            headers.push(header);
+        }
+        let (Some(first), Some(last)) = (headers.first().copied(), headers.last().copied()) else {
+            return Ok(None);
+        };
+        self.write_verbatim_run(batches, &headers, now_ms)?;
+        self.log_end_offset = last.next_offset();
+        let records = headers.iter().map(|h| h.records_count.unsigned_abs()).sum();
+        Ok(Some(AppendInfo {
+            first_offset: first.base_offset,
+            last_offset: last.last_offset(),
+            log_append_time_ms: -1,
+            records,
+        }))
+    }
+
+    /// Writes verbatim batches, rolling between them where the roll rules say so.
+    fn write_verbatim_run(
+        &mut self,
+        batches: &[u8],
+        headers: &[BatchHeader],
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let mut run_start_byte = 0usize;
+        let mut run_start_batch = 0usize;
+        let mut position = 0usize;
+        for (i, header) in headers.iter().enumerate() {
+            let size = header.total_bytes();
+            let run_bytes = position - run_start_byte;
+            let must_roll = self.needs_roll_with_pending(run_bytes, size, header, now_ms);
+            if must_roll {
+                self.write_to_active(
+                    &batches[run_start_byte..position],
+                    &headers[run_start_batch..i],
+                )?;
+                self.roll_to(header.base_offset, now_ms)?;
+                run_start_byte = position;
+                run_start_batch = i;
+            }
+            position += size;
+        }
+        self.write_to_active(
+            &batches[run_start_byte..position],
+            &headers[run_start_batch..],
+        )
+    }
+
+    fn needs_roll_with_pending(
+        &self,
+        pending_bytes: usize,
+        batch_bytes: usize,
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> bool {
+        let active = self.active_ref();
+        let pending_empty = active.is_empty() && pending_bytes == 0;
+        if pending_empty {
+            // An empty active segment is re-based to the first batch if it would not fit.
+            return !active.fits_relative_offset(header.last_offset())
+                || header.base_offset > active.base_offset();
+        }
+        let size_after = active.size_bytes() + (pending_bytes + batch_bytes) as u64;
+        size_after > self.config.segment_bytes
+            || now_ms - active.created_at_ms() >= self.config.segment_ms
+            || !active.fits_relative_offset(header.last_offset())
+    }
+
+    fn needs_roll(&self, batch_bytes: usize, last_offset: i64, now_ms: i64) -> bool {
+        let active = self.active_ref();
+        if active.is_empty() {
+            return false;
+        }
+        active.size_bytes() + batch_bytes as u64 > self.config.segment_bytes
+            || now_ms - active.created_at_ms() >= self.config.segment_ms
+            || !active.fits_relative_offset(last_offset)
+    }
+
+    fn maybe_roll(
+        &mut self,
+        batch_bytes: usize,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        if self.needs_roll(batch_bytes, last_offset, now_ms) {
+            self.roll_to(self.log_end_offset, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (writing its indexes) and starts a new one at `base_offset`.
+    /// An empty active segment is replaced instead of sealed.
+    fn roll_to(&mut self, base_offset: i64, now_ms: i64) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        let active = self.active();
+        if active.is_empty() {
+            let old_base = active.base_offset();
+            if old_base == base_offset {
+                return Ok(());
+            }
+            let old = self
+                .segments
+                .remove(&old_base)
+                .expect("active segment is in the map");
+            old.delete_files()
+                .map_err(|e| StorageError::io("delete empty segment", &dir, e))?;
+        } else {
+            active
+                .write_indexes()
+                .map_err(|e| StorageError::io("write indexes", &dir, e))?;
+        }
+        let segment = Segment::create(&dir, base_offset, now_ms)
+            .map_err(|e| StorageError::io("create segment", &dir, e))?;
+        self.segments.insert(base_offset, segment);
+        Ok(())
+    }
+
+    fn write_to_active(
+        &mut self,
+        bytes: &[u8],
+        headers: &[BatchHeader],
+    ) -> Result<(), StorageError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let policy = IndexPolicy {
+            index_interval_bytes: self.config.index_interval_bytes,
+        };
+        let dir = self.dir.clone();
+        match self.active().append(bytes, headers, policy) {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                if !err.undone {
+                    self.offline = true;
+                }
+                Err(StorageError::io("append to segment", dir, err.source))
+            }
+        }
+    }
+
+    /// Checks `fetch_offset` against the log's range and returns read plans for the segment
+    /// holding it and the one after (a fetch offset may fall into a gap at the end of a
+    /// segment of a verbatim log).
+    pub fn read_plans(&self, fetch_offset: i64) -> Result<Vec<ReadPlan>, StorageError> {
+        self.check_online()?;
+        if fetch_offset < self.log_start_offset || fetch_offset > self.log_end_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: fetch_offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        let mut plans = Vec::with_capacity(2);
+        let from = self
+            .segments
+            .range(..=fetch_offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        for segment in self.segments.range(from..).map(|(_, s)| s) {
+            if segment.next_offset() <= fetch_offset {
+                continue;
+            }
+            plans.push(segment.read_plan(fetch_offset));
+            if plans.len() == 2 {
+                break;
+            }
+        }
+        Ok(plans)
+    }
+
+    /// Plans the search for the first record with a timestamp at or after `timestamp`: the
+    /// first segment whose max timestamp reaches it (Kafka's `fetchOffsetByTimestamp`).
+    pub fn timestamp_plan(&self, timestamp: i64) -> Option<ReadPlan> {
+        self.segments
+            .values()
+            .find(|s| s.max_timestamp() >= timestamp && s.next_offset() > self.log_start_offset)
+            .map(|s| s.time_read_plan(timestamp))
+    }
+
+    /// The largest timestamp in the log and a plan to find its record.
+    pub fn max_timestamp_plan(&self) -> Option<(i64, ReadPlan)> {
+        let mut best: Option<&Segment> = None;
+        for segment in self
+            .segments
+            .values()
+            .filter(|s| s.next_offset() > self.log_start_offset)
+        {
+            if best.is_none_or(|b| segment.max_timestamp() > b.max_timestamp()) {
+                best = Some(segment);
+            }
+        }
+        let best = best.filter(|s| s.max_timestamp() >= 0)?;
+        Some((
+            best.max_timestamp(),
+            best.time_read_plan(best.max_timestamp()),
+        ))
+    }
+
+    /// Files that must be fsynced to make everything up to the log end durable.
+    pub fn flush_plan(&self) -> FlushPlan {
+        let files = self
+            .segments
+            .values()
+            .filter(|s| {
+                s.next_offset() > self.recovery_point || s.base_offset() >= self.recovery_point
+            })
+            .map(|s| Arc::clone(s.file()))
+            .collect();
+        FlushPlan {
+            files,
+            end_offset: self.log_end_offset,
+        }
+    }
+
+    /// Records that everything below `offset` is on stable storage.
+    pub fn mark_flushed(&mut self, offset: i64) {
+        if offset > self.recovery_point {
+            self.recovery_point = offset.min(self.log_end_offset);
+        }
+    }
+
+    /// Writes every segment's indexes; used at clean shutdown together with a flush.
+    pub fn write_all_indexes(&mut self) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        for segment in self.segments.values_mut() {
+            segment
+                .write_indexes()
+                .map_err(|e| StorageError::io("write indexes", &dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes whole segments that fall outside `retention.ms` / `retention.bytes`, never
+    /// the active one, and moves the log start offset past them. Returns how many went.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        let mut deleted = 0;
+        let mut total = self.size_bytes();
+        while self.segments.len() > 1 {
+            let (&base, oldest) = self.segments.iter().next().expect("len > 1");
+            let expired_by_time = self.config.retention_ms >= 0
+                && oldest.max_timestamp() >= 0
+                && now_ms - oldest.max_timestamp() > self.config.retention_ms;
+            let over_size = self.config.retention_bytes >= 0
+                && total.saturating_sub(oldest.size_bytes()) >= self.config.retention_bytes as u64;
+            if !(expired_by_time || over_size) {
+                break;
+            }
+            let segment = self.segments.remove(&base).expect("present");
+            total -= segment.size_bytes();
+            segment
+                .delete_files()
+                .map_err(|e| StorageError::io("delete segment", &self.dir, e))?;
+            let next_base = *self.segments.keys().next().expect("len > 1 before removal");
+            self.log_start_offset = self.log_start_offset.max(next_base);
+            self.recovery_point = self.recovery_point.max(self.log_start_offset);
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Moves the log start offset forward (DeleteRecords) and drops segments wholly below it.
+    pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset > self.log_end_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(());
+        }
+        self.log_start_offset = offset;
+        self.recovery_point = self.recovery_point.max(offset);
+        while self.segments.len() > 1 {
+            let second = *self.segments.keys().nth(1).expect("len > 1");
+            if second > offset {
+                break;
+            }
+            let (&base, _) = self.segments.iter().next().expect("len > 1");
+            let segment = self.segments.remove(&base).expect("present");
+            segment
+                .delete_files()
+                .map_err(|e| StorageError::io("delete segment", &self.dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Finds the exact record for a timestamp search inside a batch.
+pub fn first_record_at_or_after(
+    batch: &[u8],
+    header: &BatchHeader,
+    timestamp: i64,
+    min_offset: i64,
+    max_decompressed_bytes: usize,
+) -> Result<Option<RecordPosition>, StorageError> {
+    let positions = records::record_positions(batch, header, max_decompressed_bytes)?;
+    Ok(positions
+        .into_iter()
+        .find(|r| r.timestamp >= timestamp && r.offset >= min_offset))
+}
+
+fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, StorageError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("list log dir", dir, e))?;
+    let mut bases = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("list log dir", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Some(base) = segment::parse_file_stem(stem) {
+                bases.push(base);
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+fn delete_segments_after(dir: &Path, base: i64, bases: &[i64]) -> Result<usize, StorageError> {
+    let later: Vec<i64> = bases.iter().copied().filter(|b| *b > base).collect();
+    for &later_base in &later {
+        let segment = Segment::open(dir, later_base, 0)
+            .map_err(|e| StorageError::io("open segment", dir, e))?;
+        segment
+            .delete_files()
+            .map_err(|e| StorageError::io("delete segment", dir, e))?;
+        info!(log = %dir.display(), segment = later_base, "deleted segment after truncation point");
+    }
+    Ok(later.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::test_support::build_batch;
+    use crate::storage::segment::ReadLimits;
+
+    fn small_config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1_000,
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        }
+    }
+
+    fn read_all(log: &Log, from: i64) -> Vec<BatchHeader> {
+        let mut out = Vec::new();
+        let mut offset = from;
+        while offset < log.log_end_offset() {
+            let plans = log.read_plans(offset).unwrap();
+            let limits = ReadLimits {
+                fetch_offset: offset,
+                upper_offset: i64::MAX,
+                max_bytes: 1 << 20,
+                min_one_batch: true,
+            };
+            let chunk = plans
+                .iter()
+                .find_map(|p| p.read(limits).unwrap())
+                .expect("data");
+            for item in BatchIter::new(&chunk.bytes) {
+                out.push(item.unwrap().1);
+            }
+            offset = chunk.next_offset;
+        }
+        out
+    }
+
+    #[test]
+    fn leader_appends_assign_offsets_and_roll_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        for i in 0..50 {
+            let batch = build_batch(999, i, &[b"0123456789", b"abcdefghij"]);
+            let info = log.append_as_leader(&batch, 0, i).unwrap();
+            assert_eq!(info.first_offset, i * 2);
+            assert_eq!(info.last_offset, i * 2 + 1);
+        }
+        assert_eq!(log.log_end_offset(), 100);
+        assert!(log.segment_count() >= 4, "1000-byte segments must roll");
+        let headers = read_all(&log, 0);
+        let bases: Vec<i64> = headers.iter().map(|h| h.base_offset).collect();
+        assert_eq!(bases, (0..50).map(|i| i * 2).collect::<Vec<_>>());
+        assert!(matches!(
+            log.read_plans(101),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_what_kafka_rejects() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = small_config();
+        config.max_message_bytes = 200;
+        let mut log = Log::create(dir.path(), config, 0, 0).unwrap();
+        let big = build_batch(0, 0, &[&[7u8; 300]]);
+        assert!(matches!(
+            log.append_as_leader(&big, 0, 0),
+            Err(StorageError::RecordTooLarge { .. })
+        ));
+        let mut two = build_batch(0, 0, &[b"a"]);
+        two.extend(build_batch(1, 0, &[b"b"]));
+        assert!(matches!(
+            log.append_as_leader(&two, 0, 0),
+            Err(StorageError::InvalidRecord { .. })
+        ));
+        let mut corrupt = build_batch(0, 0, &[b"abc"]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert!(matches!(
+            log.append_as_leader(&corrupt, 0, 0),
+            Err(StorageError::CorruptBatch(_))
+        ));
+        assert_eq!(log.log_end_offset(), 0);
+    }
+
+    #[test]
+    fn verbatim_appends_keep_offsets_and_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), small_config(), 1_000, 0).unwrap();
+        let mut bytes = build_batch(1_000, 0, &[b"a", b"b"]);
+        bytes.extend(build_batch(1_010, 0, &[b"c"]));
+        bytes.extend(build_batch(1_020, 0, &[b"d"]));
+        let info = log.append_verbatim(&bytes, 0).unwrap().unwrap();
+        assert_eq!((info.first_offset, info.last_offset), (1_000, 1_020));
+        assert_eq!(log.log_end_offset(), 1_021);
+        // A fetch inside a gap returns the next batch.
+        let headers = read_all(&log, 1_005);
+        assert_eq!(headers[0].base_offset, 1_010);
+        let stale = build_batch(1_015, 0, &[b"x"]);
+        assert!(matches!(
+            log.append_verbatim(&stale, 0),
+            Err(StorageError::OffsetsNotIncreasing { .. })
+        ));
+        // A relative-offset overflow forces a roll instead of a corrupt index.
+        let far = build_batch(5_000_000_000, 0, &[b"far"]);
+        log.append_verbatim(&far, 0).unwrap();
+        assert_eq!(read_all(&log, 1_021)[0].base_offset, 5_000_000_000);
+    }
+
+    #[test]
+    fn reopen_after_clean_and_unclean_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        for i in 0..40 {
+            log.append_as_leader(&build_batch(0, i, &[b"0123456789"]), 0, 0)
+                .unwrap();
+        }
+        log.write_all_indexes().unwrap();
+        let checkpoint = LogCheckpoint {
+            recovery_point: 20,
+            log_start_offset: 0,
+        };
+        drop(log);
+        let (clean, report) = Log::open(dir.path(), small_config(), None, true, 0).unwrap();
+        assert_eq!(clean.log_end_offset(), 40);
+        assert_eq!(report.segments_recovered, 0);
+        drop(clean);
+        let (unclean, report) =
+            Log::open(dir.path(), small_config(), Some(checkpoint), false, 0).unwrap();
+        assert_eq!(unclean.log_end_offset(), 40);
+        assert!(report.segments_recovered >= 1 && report.segments_recovered < report.segments);
+        assert_eq!(read_all(&unclean, 0).len(), 40);
+    }
+
+    #[test]
+    fn corruption_in_a_middle_segment_truncates_and_drops_later_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        for i in 0..40 {
+            log.append_as_leader(&build_batch(0, i, &[b"0123456789"]), 0, 0)
+                .unwrap();
+        }
+        let segments = log.segment_count();
+        drop(log);
+        let second = list_segment_bases(dir.path()).unwrap()[1];
+        let path = dir
+            .path()
+            .join(format!("{}.log", segment::file_stem(second)));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let (log, report) = Log::open(dir.path(), small_config(), None, false, 0).unwrap();
+        assert_eq!(report.segments_deleted, segments - 2);
+        assert!(log.log_end_offset() > second && log.log_end_offset() < 40);
+        let headers = read_all(&log, 0);
+        assert_eq!(headers.len() as i64, log.log_end_offset());
+        // The log accepts new data right after the truncation point.
+        let mut log = log;
+        let next = log.log_end_offset();
+        let info = log
+            .append_as_leader(&build_batch(0, 0, &[b"after"]), 0, 0)
+            .unwrap();
+        assert_eq!(info.first_offset, next);
+    }
+
+    #[test]
+    fn timestamp_search_finds_first_record_at_or_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        for i in 0..30 {
+            // Records at timestamps 10*i, 10*i+1.
+            log.append_as_leader(&build_batch(0, 10 * i, &[b"0123456789", b"x"]), 0, 0)
+                .unwrap();
+        }
+        let plan = log.timestamp_plan(155).unwrap();
+        let (header, batch) = plan.find_batch_by_timestamp(155, 0).unwrap().unwrap();
+        let found = first_record_at_or_after(&batch, &header, 155, 0, 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!((found.offset, found.timestamp), (32, 160));
+        assert!(log.timestamp_plan(10_000).is_none());
+        let (max_ts, _) = log.max_timestamp_plan().unwrap();
+        assert_eq!(max_ts, 291);
+    }
+
+    #[test]
+    fn retention_deletes_old_segments_and_moves_log_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = small_config();
+        config.retention_bytes = 2_000;
+        let mut log = Log::create(dir.path(), config, 0, 0).unwrap();
+        for i in 0..60 {
+            log.append_as_leader(&build_batch(0, i, &[b"0123456789"]), 0, 0)
+                .unwrap();
+        }
+        let deleted = log.apply_retention(0).unwrap();
+        assert!(deleted > 0);
+        assert!(log.size_bytes() <= 3_000);
+        assert!(log.log_start_offset() > 0);
+        assert!(matches!(
+            log.read_plans(0),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        log.advance_log_start_offset(55).unwrap();
+        assert_eq!(read_all(&log, 55)[0].base_offset, 55);
+    }
+}

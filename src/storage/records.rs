@@ -1,0 +1,310 @@
+//! Looking inside a batch: decompression with an output cap, and the per-record offsets and
+//! timestamps that ListOffsets-by-timestamp needs. The produce and fetch paths never call
+//! this; they move batches as opaque bytes.
+//!
+//! Snappy batches come in two framings: the xerial/snappy-java stream Kafka's Java client
+//! writes (magic `\x82SNAPPY\0`, then `[i32 length][raw block]` chunks) and a single raw
+//! snappy block, which librdkafka writes and Kafka also accepts.
+
+use std::fmt;
+use std::io::Read;
+
+use super::batch::{BatchHeader, Compression, TimestampType, BATCH_HEADER_BYTES};
+
+/// Why the records inside a batch could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordsError {
+    /// The decompressed records would exceed the configured cap.
+    TooLarge { max_decompressed_bytes: usize },
+    /// The compressed stream is not valid for its codec.
+    Decompression { codec: &'static str, reason: String },
+    /// A record's varints or lengths run past the end of the records.
+    Malformed { reason: &'static str },
+}
+
+impl fmt::Display for RecordsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordsError::TooLarge {
+                max_decompressed_bytes,
+            } => write!(
+                f,
+                "records decompress to more than {max_decompressed_bytes} bytes"
+            ),
+            RecordsError::Decompression { codec, reason } => {
+                write!(f, "cannot decompress {codec} records: {reason}")
+            }
+            RecordsError::Malformed { reason } => write!(f, "malformed record: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for RecordsError {}
+
+const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+const XERIAL_HEADER_BYTES: usize = 16;
+
+/// Reads `reader` to the end, failing once more than `max_bytes` come out.
+fn read_capped(
+    reader: impl Read,
+    max_bytes: usize,
+    codec: &'static str,
+) -> Result<Vec<u8>, RecordsError> {
+    let mut out = Vec::new();
+    let limit = u64::try_from(max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    reader
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| RecordsError::Decompression {
+            codec,
+            reason: e.to_string(),
+        })?;
+    if out.len() > max_bytes {
+        return Err(RecordsError::TooLarge {
+            max_decompressed_bytes: max_bytes,
+        });
+    }
+    Ok(out)
+}
+
+fn snappy_block(block: &[u8], max_bytes: usize, out: &mut Vec<u8>) -> Result<(), RecordsError> {
+    let err = |e: snap::Error| RecordsError::Decompression {
+        codec: "snappy",
+        reason: e.to_string(),
+    };
+    let len = snap::raw::decompress_len(block).map_err(err)?;
+    if out.len().saturating_add(len) > max_bytes {
+        return Err(RecordsError::TooLarge {
+            max_decompressed_bytes: max_bytes,
+        });
+    }
+    let start = out.len();
+    out.resize(start + len, 0);
+    snap::raw::Decoder::new()
+        .decompress(block, &mut out[start..])
+        .map_err(err)?;
+    Ok(())
+}
+
+fn snappy(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, RecordsError> {
+    let mut out = Vec::new();
+    if !data.starts_with(XERIAL_MAGIC) {
+        snappy_block(data, max_bytes, &mut out)?;
+        return Ok(out);
+    }
+    let mut rest = data
+        .get(XERIAL_HEADER_BYTES..)
+        .ok_or(RecordsError::Malformed {
+            reason: "xerial snappy header truncated",
+        })?;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(RecordsError::Malformed {
+                reason: "xerial snappy chunk length truncated",
+            });
+        }
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let block = rest.get(4..4 + len).ok_or(RecordsError::Malformed {
+            reason: "xerial snappy chunk truncated",
+        })?;
+        snappy_block(block, max_bytes, &mut out)?;
+        rest = &rest[4 + len..];
+    }
+    Ok(out)
+}
+
+/// Decompresses a batch's records area, producing at most `max_bytes` bytes.
+pub fn decompress(
+    codec: Compression,
+    data: &[u8],
+    max_bytes: usize,
+) -> Result<Vec<u8>, RecordsError> {
+    match codec {
+        Compression::None => {
+            if data.len() > max_bytes {
+                return Err(RecordsError::TooLarge {
+                    max_decompressed_bytes: max_bytes,
+                });
+            }
+            Ok(data.to_vec())
+        }
+        Compression::Gzip => {
+            read_capped(flate2::read::MultiGzDecoder::new(data), max_bytes, "gzip")
+        }
+        Compression::Snappy => snappy(data, max_bytes),
+        Compression::Lz4 => read_capped(lz4_flex::frame::FrameDecoder::new(data), max_bytes, "lz4"),
+        Compression::Zstd => {
+            let decoder = zstd::stream::read::Decoder::new(data).map_err(|e| {
+                RecordsError::Decompression {
+                    codec: "zstd",
+                    reason: e.to_string(),
+                }
+            })?;
+            read_capped(decoder, max_bytes, "zstd")
+        }
+    }
+}
+
+/// A cursor over record bytes that never reads past the end.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn varint(&mut self) -> Result<i64, RecordsError> {
+        let mut raw: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let byte = *self.buf.get(self.position).ok_or(RecordsError::Malformed {
+                reason: "varint runs past the end",
+            })?;
+            self.position += 1;
+            raw |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+            }
+        }
+        Err(RecordsError::Malformed {
+            reason: "varint longer than 10 bytes",
+        })
+    }
+}
+
+/// Offset and timestamp of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordPosition {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// Lists each record's absolute offset and timestamp (LogAppendTime batches report the
+/// batch's max timestamp for every record, as Kafka does).
+pub fn record_positions(
+    batch: &[u8],
+    header: &BatchHeader,
+    max_decompressed_bytes: usize,
+) -> Result<Vec<RecordPosition>, RecordsError> {
+    let codec = header.compression().map_err(|_| RecordsError::Malformed {
+        reason: "unknown compression codec",
+    })?;
+    let body = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
+    let records = decompress(codec, body, max_decompressed_bytes)?;
+    let count = usize::try_from(header.records_count).unwrap_or(0);
+    // Each record takes at least 7 bytes, which bounds the allocation by the input size.
+    let mut out = Vec::with_capacity(count.min(records.len() / 7 + 1));
+    let mut cursor = Cursor {
+        buf: &records,
+        position: 0,
+    };
+    for _ in 0..count {
+        let length = cursor.varint()?;
+        let start = cursor.position;
+        let end = usize::try_from(length)
+            .ok()
+            .and_then(|len| start.checked_add(len))
+            .filter(|end| *end <= records.len())
+            .ok_or(RecordsError::Malformed {
+                reason: "record length runs past the end",
+            })?;
+        cursor.position += 1; // attributes
+        let timestamp_delta = cursor.varint()?;
+        let offset_delta = cursor.varint()?;
+        let timestamp = match header.timestamp_type() {
+            TimestampType::LogAppendTime => header.max_timestamp,
+            TimestampType::CreateTime => header.base_timestamp.wrapping_add(timestamp_delta),
+        };
+        out.push(RecordPosition {
+            offset: header.base_offset + offset_delta,
+            timestamp,
+        });
+        cursor.position = end;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::{test_support::build_batch, validate};
+    use std::io::Write;
+
+    #[test]
+    fn lists_record_offsets_and_timestamps() {
+        let batch = build_batch(100, 5_000, &[b"a", b"b", b"c"]);
+        let header = validate(&batch).unwrap();
+        let positions = record_positions(&batch, &header, 1 << 20).unwrap();
+        let expected: Vec<_> = (0..3)
+            .map(|i| RecordPosition {
+                offset: 100 + i,
+                timestamp: 5_000 + i,
+            })
+            .collect();
+        assert_eq!(positions, expected);
+    }
+
+    #[test]
+    fn caps_decompressed_output() {
+        let zeros = vec![0u8; 1 << 20];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&zeros).unwrap();
+        let compressed = gz.finish().unwrap();
+        assert!(compressed.len() < 10_000);
+        let err = decompress(Compression::Gzip, &compressed, 64 * 1024).unwrap_err();
+        assert_eq!(
+            err,
+            RecordsError::TooLarge {
+                max_decompressed_bytes: 64 * 1024
+            }
+        );
+        assert_eq!(
+            decompress(Compression::Gzip, &compressed, 1 << 20).unwrap(),
+            zeros
+        );
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let lz4 = {
+            let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            enc.write_all(&data).unwrap();
+            enc.finish().unwrap()
+        };
+        let zstd = zstd::stream::encode_all(&data[..], 3).unwrap();
+        let raw_snappy = snap::raw::Encoder::new().compress_vec(&data).unwrap();
+        let mut xerial = XERIAL_MAGIC.to_vec();
+        xerial.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+        for chunk in data.chunks(32 * 1024) {
+            let block = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+            xerial.extend_from_slice(&(block.len() as u32).to_be_bytes());
+            xerial.extend_from_slice(&block);
+        }
+        for (codec, bytes) in [
+            (Compression::Lz4, lz4),
+            (Compression::Zstd, zstd),
+            (Compression::Snappy, raw_snappy),
+            (Compression::Snappy, xerial),
+        ] {
+            assert_eq!(
+                decompress(codec, &bytes, 1 << 20).unwrap(),
+                data,
+                "{codec:?}"
+            );
+            assert!(matches!(
+                decompress(codec, &bytes, 1000),
+                Err(RecordsError::TooLarge { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        let batch = build_batch(0, 0, &[b"abc"]);
+        let header = validate(&batch).unwrap();
+        let mut lying = header;
+        lying.records_count = 5;
+        assert!(record_positions(&batch, &lying, 1 << 20).is_err());
+    }
+}

@@ -1,0 +1,678 @@
+//! One log segment: a `.log` file of concatenated v2 batches named by its 20-digit base
+//! offset, plus its in-memory offset and time indexes.
+//!
+//! Writes go through `pwrite` at the segment's known size; reads go through `pread` on a
+//! shared file handle so that fetches never hold the partition lock while copying bytes.
+//! Bytes below a snapshot of `size_bytes` never change except by truncation, which only
+//! recovery performs before the log is shared.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::batch::{self, BatchError, BatchHeader, BATCH_HEADER_BYTES};
+use super::index::{OffsetIndex, TimeIndex};
+
+/// File name stem of a segment: the base offset zero-padded to 20 digits.
+pub fn file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+/// Parses a segment file stem back into its base offset.
+pub fn parse_file_stem(stem: &str) -> Option<i64> {
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Sizes that decide when an index entry is written.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexPolicy {
+    /// `log.index.interval.bytes`: log bytes between two index entries.
+    pub index_interval_bytes: u64,
+}
+
+/// What recovery found in a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryOutcome {
+    /// Bytes cut off the end because they did not form valid batches.
+    pub truncated_bytes: u64,
+    /// Number of valid batches kept.
+    pub batches: u64,
+}
+
+/// One segment of a partition's log.
+#[derive(Debug)]
+pub struct Segment {
+    base_offset: i64,
+    log_path: PathBuf,
+    file: Arc<File>,
+    size_bytes: u64,
+    /// One past the last offset stored in this segment (`base_offset` when empty).
+    next_offset: i64,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_index_entry: u64,
+    /// Largest batch max-timestamp in the segment, -1 when there is none.
+    max_timestamp: i64,
+    /// Last offset of the batch holding `max_timestamp`.
+    offset_of_max_timestamp: i64,
+    /// Wall-clock time the segment was created or opened, for `log.roll.ms`.
+    created_at_ms: i64,
+}
+
+fn open_log_file(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+}
+
+impl Segment {
+    /// Creates an empty segment starting at `base_offset`. Any stale file of that name is
+    /// emptied: the caller only creates a segment at the log end, where no data can live.
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
+        let file = open_log_file(&log_path, true)?;
+        file.set_len(0)?;
+        Ok(Segment::with_file(log_path, file, base_offset, 0, now_ms))
+    }
+
+    fn with_file(
+        log_path: PathBuf,
+        file: File,
+        base_offset: i64,
+        size_bytes: u64,
+        now_ms: i64,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size_bytes,
+            next_offset: base_offset,
+            offset_index: OffsetIndex::new(base_offset),
+            time_index: TimeIndex::new(base_offset),
+            bytes_since_index_entry: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            created_at_ms: now_ms,
+        }
+    }
+
+    /// Opens an existing segment without reading its batches. Call [`Segment::recover`] or
+    /// [`Segment::load_indexes`] next.
+    pub fn open(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
+        let file = open_log_file(&log_path, false)?;
+        let size_bytes = file.metadata()?.len();
+        Ok(Segment::with_file(
+            log_path,
+            file,
+            base_offset,
+            size_bytes,
+            now_ms,
+        ))
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    pub fn created_at_ms(&self) -> i64 {
+        self.created_at_ms
+    }
+
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    fn index_path(&self, extension: &str) -> PathBuf {
+        self.log_path.with_extension(extension)
+    }
+
+    /// Whether a batch ending at `last_offset` can still be indexed relative to this
+    /// segment's base (relative offsets are 32-bit in Kafka's index format).
+    pub fn fits_relative_offset(&self, last_offset: i64) -> bool {
+        last_offset - self.base_offset <= i64::from(i32::MAX)
+    }
+
+    /// Appends `bytes`, the concatenation of `headers`' batches, at the end of the file.
+    /// On a failed write the file is cut back to its previous size, so a failed append
+    /// leaves no partial batch; the error says whether that undo worked.
+    pub fn append(
+        &mut self,
+        bytes: &[u8],
+        headers: &[BatchHeader],
+        policy: IndexPolicy,
+    ) -> Result<(), AppendIoError> {
+        let start = self.size_bytes;
+        if let Err(source) = self.file.write_all_at(bytes, start) {
+            let undo = self.file.set_len(start);
+            return Err(AppendIoError {
+                source,
+                undone: undo.is_ok(),
+            });
+        }
+        let mut position = start;
+        for header in headers {
+            self.index_batch(header, position, policy);
+            position += header.total_bytes() as u64;
+        }
+        self.size_bytes = position;
+        Ok(())
+    }
+
+    /// Updates indexes and offsets for a batch stored at `position` (Kafka's
+    /// `LogSegment.append` rule: the entry is written when more than the interval has
+    /// accumulated, keyed by the batch's last offset and pointing at its start).
+    fn index_batch(&mut self, header: &BatchHeader, position: u64, policy: IndexPolicy) {
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max_timestamp = header.last_offset();
+        }
+        if self.bytes_since_index_entry > policy.index_interval_bytes {
+            // Positions fit in u32: segments are capped below 2 GiB by configuration.
+            let position = u32::try_from(position).unwrap_or(u32::MAX);
+            self.offset_index.append(header.last_offset(), position);
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += header.total_bytes() as u64;
+        self.next_offset = header.next_offset();
+    }
+
+    /// Scans the whole segment, keeping the longest prefix of valid batches (length, magic,
+    /// CRC, increasing offsets starting at or after `min_offset`), truncating anything after
+    /// it, and rebuilding both indexes. `on_batch` sees every kept batch.
+    pub fn recover(
+        &mut self,
+        policy: IndexPolicy,
+        min_offset: i64,
+        mut on_batch: impl FnMut(&BatchHeader, &[u8]),
+    ) -> io::Result<RecoveryOutcome> {
+        self.offset_index = OffsetIndex::new(self.base_offset);
+        self.time_index = TimeIndex::new(self.base_offset);
+        self.bytes_since_index_entry = 0;
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = -1;
+        self.next_offset = self.base_offset;
+        let file_bytes = self.file.metadata()?.len();
+        let file = Arc::clone(&self.file);
+        let mut reader = SequentialReader::new(&file, file_bytes);
+        let mut position = 0u64;
+        let mut batches = 0u64;
+        let mut expected_min = min_offset.max(self.base_offset);
+        while let Some(batch) = reader.batch_at(position)? {
+            let Ok(header) = batch::validate(batch) else {
+                break;
+            };
+            if header.base_offset < expected_min || !self.fits_relative_offset(header.last_offset())
+            {
+                break;
+            }
+            on_batch(&header, batch);
+            self.index_batch(&header, position, policy);
+            expected_min = header.next_offset();
+            position += header.total_bytes() as u64;
+            batches += 1;
+        }
+        if position < file_bytes {
+            self.file.set_len(position)?;
+        }
+        self.size_bytes = position;
+        Ok(RecoveryOutcome {
+            truncated_bytes: file_bytes - position,
+            batches,
+        })
+    }
+
+    /// Loads the `.index` and `.timeindex` files of a segment below the recovery point,
+    /// whose `next_offset` the caller knows from the following segment or checkpoint.
+    /// Returns false (and leaves the indexes empty) if either file is missing or fails its
+    /// checks; the caller then runs [`Segment::recover`].
+    pub fn load_indexes(&mut self, next_offset: i64) -> bool {
+        let offset_bytes = std::fs::read(self.index_path("index"));
+        let time_bytes = std::fs::read(self.index_path("timeindex"));
+        let (Ok(offset_bytes), Ok(time_bytes)) = (offset_bytes, time_bytes) else {
+            return false;
+        };
+        let offset_index = OffsetIndex::decode(&offset_bytes, self.base_offset, self.size_bytes);
+        let time_index = TimeIndex::decode(&time_bytes, self.base_offset, next_offset);
+        let (Ok(offset_index), Ok(time_index)) = (offset_index, time_index) else {
+            return false;
+        };
+        self.offset_index = offset_index;
+        self.time_index = time_index;
+        self.next_offset = next_offset;
+        true
+    }
+
+    /// Scans the batches after the last index entry to restore `next_offset` and the max
+    /// timestamp of a segment whose indexes were loaded (no full scan). Returns false if the
+    /// tail does not end exactly at the end of the file.
+    pub fn restore_tail_state(&mut self) -> io::Result<bool> {
+        let (index_ts, index_offset) = self.time_index.last_entry().unwrap_or((-1, -1));
+        self.max_timestamp = index_ts;
+        self.offset_of_max_timestamp = index_offset;
+        let mut scanner = HeaderScanner::new(&self.file, self.size_bytes);
+        let mut position = u64::from(self.offset_index.lookup(i64::MAX));
+        self.bytes_since_index_entry = self.size_bytes.saturating_sub(position);
+        while let Some(header) = scanner.header_at(position)? {
+            position += header.total_bytes() as u64;
+            self.next_offset = header.next_offset();
+            if header.max_timestamp > self.max_timestamp {
+                self.max_timestamp = header.max_timestamp;
+                self.offset_of_max_timestamp = header.last_offset();
+            }
+        }
+        Ok(position == self.size_bytes)
+    }
+
+    /// Writes both index files (whole), e.g. when the segment rolls or at shutdown.
+    pub fn write_indexes(&mut self) -> io::Result<()> {
+        if self.is_empty() {
+            // Kafka appends the final max timestamp on roll; an empty segment has none.
+        } else {
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+        }
+        std::fs::write(self.index_path("index"), self.offset_index.encode())?;
+        std::fs::write(self.index_path("timeindex"), self.time_index.encode())?;
+        Ok(())
+    }
+
+    /// Where to start scanning for `offset`, and how far the file is readable now.
+    pub fn read_plan(&self, offset: i64) -> ReadPlan {
+        ReadPlan {
+            file: Arc::clone(&self.file),
+            start_position: u64::from(self.offset_index.lookup(offset)),
+            end_position: self.size_bytes,
+        }
+    }
+
+    /// Where to start scanning for the first record at or after `timestamp`.
+    pub fn time_read_plan(&self, timestamp: i64) -> ReadPlan {
+        self.read_plan(self.time_index.lookup(timestamp))
+    }
+
+    /// Cuts the segment at `position` (a batch boundary) and drops index entries past it.
+    pub fn truncate_to(&mut self, position: u64, next_offset: i64) -> io::Result<()> {
+        self.file.set_len(position)?;
+        self.size_bytes = position;
+        self.next_offset = next_offset;
+        self.offset_index
+            .truncate_to_position(u32::try_from(position).unwrap_or(u32::MAX));
+        self.time_index.truncate_to_offset(next_offset);
+        Ok(())
+    }
+
+    /// Deletes the segment's files.
+    pub fn delete_files(&self) -> io::Result<()> {
+        for extension in ["log", "index", "timeindex"] {
+            match std::fs::remove_file(self.index_path(extension)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A write that failed, and whether the partial data was removed again.
+#[derive(Debug)]
+pub struct AppendIoError {
+    pub source: io::Error,
+    /// True if the file was cut back to its size before the write.
+    pub undone: bool,
+}
+
+/// A consistent view of a segment to read from without holding the partition lock.
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    pub file: Arc<File>,
+    pub start_position: u64,
+    pub end_position: u64,
+}
+
+/// Batches read from one segment.
+#[derive(Debug, Clone)]
+pub struct ReadChunk {
+    pub bytes: Bytes,
+    /// Offset one past the last batch returned.
+    pub next_offset: i64,
+    /// Byte position of the first batch returned within the segment.
+    pub start_position: u64,
+}
+
+/// Limits for one read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// First offset wanted.
+    pub fetch_offset: i64,
+    /// Batches must end at or below this offset (exclusive), e.g. the high watermark.
+    pub upper_offset: i64,
+    /// Byte budget for the read.
+    pub max_bytes: usize,
+    /// Return the first batch even if it alone exceeds `max_bytes` (KIP-74).
+    pub min_one_batch: bool,
+}
+
+impl ReadPlan {
+    /// Finds the first batch holding offsets at or after `fetch_offset` and returns it and
+    /// the batches after it, within the limits. `None` when the segment has no such batch
+    /// below the upper offset or the budget does not fit the first batch.
+    pub fn read(&self, limits: ReadLimits) -> io::Result<Option<ReadChunk>> {
+        let mut scanner = HeaderScanner::new(&self.file, self.end_position);
+        let mut position = self.start_position;
+        let first = loop {
+            let Some(header) = scanner.header_at(position)? else {
+                return Ok(None);
+            };
+            if header.last_offset() >= limits.fetch_offset {
+                break header;
+            }
+            position += header.total_bytes() as u64;
+        };
+        let start_position = position;
+        let mut total = 0usize;
+        let mut next_offset = first.base_offset;
+        let mut current = Some(first);
+        while let Some(header) = current {
+            let size = header.total_bytes();
+            let fits = total + size <= limits.max_bytes || (total == 0 && limits.min_one_batch);
+            if header.next_offset() > limits.upper_offset || !fits {
+                break;
+            }
+            total += size;
+            next_offset = header.next_offset();
+            current = scanner.header_at(start_position + total as u64)?;
+        }
+        if total == 0 {
+            return Ok(None);
+        }
+        let mut buf = BytesMut::zeroed(total);
+        self.file.read_exact_at(&mut buf, start_position)?;
+        Ok(Some(ReadChunk {
+            bytes: buf.freeze(),
+            next_offset,
+            start_position,
+        }))
+    }
+
+    /// Scans from the plan's start for the first batch whose max timestamp reaches
+    /// `timestamp` and whose last offset is at least `min_offset`; returns the whole batch.
+    pub fn find_batch_by_timestamp(
+        &self,
+        timestamp: i64,
+        min_offset: i64,
+    ) -> io::Result<Option<(BatchHeader, Vec<u8>)>> {
+        let mut scanner = HeaderScanner::new(&self.file, self.end_position);
+        let mut position = self.start_position;
+        while let Some(header) = scanner.header_at(position)? {
+            if header.max_timestamp >= timestamp && header.last_offset() >= min_offset {
+                let mut buf = vec![0u8; header.total_bytes()];
+                self.file.read_exact_at(&mut buf, position)?;
+                return Ok(Some((header, buf)));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+}
+
+/// Reads batch headers at arbitrary positions through a small window buffer, so that
+/// scanning many small batches costs few system calls.
+struct HeaderScanner<'a> {
+    file: &'a File,
+    end_position: u64,
+    window_start: u64,
+    window: Vec<u8>,
+}
+
+/// Bytes read per window refill when scanning headers.
+const SCAN_WINDOW_BYTES: usize = 16 * 1024;
+
+impl<'a> HeaderScanner<'a> {
+    fn new(file: &'a File, end_position: u64) -> Self {
+        HeaderScanner {
+            file,
+            end_position,
+            window_start: 0,
+            window: Vec::new(),
+        }
+    }
+
+    /// The header of the batch at `position`, or `None` at the end. A header that does not
+    /// parse, or a batch that runs past the end, is an `InvalidData` error: the bytes below
+    /// the end position were validated when written or recovered.
+    fn header_at(&mut self, position: u64) -> io::Result<Option<BatchHeader>> {
+        if position >= self.end_position {
+            return Ok(None);
+        }
+        let window_end = self.window_start + self.window.len() as u64;
+        if position < self.window_start || position + BATCH_HEADER_BYTES as u64 > window_end {
+            let len = (self.end_position - position).min(SCAN_WINDOW_BYTES as u64) as usize;
+            self.window.resize(len, 0);
+            self.file.read_exact_at(&mut self.window, position)?;
+            self.window_start = position;
+        }
+        let offset = (position - self.window_start) as usize;
+        let header = BatchHeader::parse_prefix(&self.window[offset..]).map_err(corrupt)?;
+        if position + header.total_bytes() as u64 > self.end_position {
+            return Err(corrupt(BatchError::Truncated {
+                needed_bytes: header.total_bytes(),
+                available_bytes: (self.end_position - position) as usize,
+            }));
+        }
+        Ok(Some(header))
+    }
+}
+
+fn corrupt(err: BatchError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err)
+}
+
+/// Reads whole batches sequentially for recovery, bounded by the file size.
+struct SequentialReader<'a> {
+    file: &'a File,
+    file_bytes: u64,
+    buffer: Vec<u8>,
+}
+
+impl<'a> SequentialReader<'a> {
+    fn new(file: &'a File, file_bytes: u64) -> Self {
+        SequentialReader {
+            file,
+            file_bytes,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The complete bytes of the batch at `position` as its length field claims, or `None`
+    /// if the rest of the file is too short for a header or for that length.
+    fn batch_at(&mut self, position: u64) -> io::Result<Option<&[u8]>> {
+        let remaining = self.file_bytes.saturating_sub(position);
+        if remaining < BATCH_HEADER_BYTES as u64 {
+            return Ok(None);
+        }
+        let mut head = [0u8; BATCH_HEADER_BYTES];
+        self.file.read_exact_at(&mut head, position)?;
+        let Ok(header) = BatchHeader::parse_prefix(&head) else {
+            // Not even a parsable header: recovery stops here.
+            self.buffer.clear();
+            self.buffer.extend_from_slice(&head);
+            return Ok(Some(&self.buffer));
+        };
+        let total = header.total_bytes() as u64;
+        if total > remaining {
+            return Ok(None);
+        }
+        self.buffer.resize(total as usize, 0);
+        self.file.read_exact_at(&mut self.buffer, position)?;
+        Ok(Some(&self.buffer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::test_support::build_batch;
+
+    const POLICY: IndexPolicy = IndexPolicy {
+        index_interval_bytes: 100,
+    };
+
+    fn append_batches(segment: &mut Segment, first_offset: i64, count: i64) {
+        for i in 0..count {
+            let mut bytes = build_batch(0, 1_000 + i, &[b"value-value-value"]);
+            batch::set_base_offset_and_epoch(&mut bytes, first_offset + i, 0);
+            let header = batch::validate(&bytes).unwrap();
+            segment.append(&bytes, &[header], POLICY).unwrap();
+        }
+    }
+
+    fn limits(fetch_offset: i64, max_bytes: usize) -> ReadLimits {
+        ReadLimits {
+            fetch_offset,
+            upper_offset: i64::MAX,
+            max_bytes,
+            min_one_batch: true,
+        }
+    }
+
+    #[test]
+    fn reads_from_any_offset_through_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 50, 0).unwrap();
+        append_batches(&mut segment, 50, 40);
+        assert_eq!(segment.next_offset(), 90);
+        for offset in [50, 51, 70, 89] {
+            let chunk = segment
+                .read_plan(offset)
+                .read(limits(offset, 1 << 20))
+                .unwrap()
+                .unwrap();
+            let first = batch::validate(&chunk.bytes).unwrap();
+            assert_eq!(first.base_offset, offset);
+            assert_eq!(chunk.next_offset, 90);
+        }
+        assert!(segment
+            .read_plan(90)
+            .read(limits(90, 1 << 20))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn respects_byte_budget_but_returns_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 0, 0).unwrap();
+        append_batches(&mut segment, 0, 10);
+        let one = segment.read_plan(0).read(limits(0, 1)).unwrap().unwrap();
+        assert_eq!(one.next_offset, 1);
+        let mut strict = limits(0, 1);
+        strict.min_one_batch = false;
+        assert!(segment.read_plan(0).read(strict).unwrap().is_none());
+        let mut bounded = limits(0, 1 << 20);
+        bounded.upper_offset = 4;
+        assert_eq!(
+            segment
+                .read_plan(0)
+                .read(bounded)
+                .unwrap()
+                .unwrap()
+                .next_offset,
+            4
+        );
+    }
+
+    #[test]
+    fn recovery_truncates_torn_tail_and_rebuilds_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 0, 0).unwrap();
+        append_batches(&mut segment, 0, 20);
+        let valid = segment.size_bytes();
+        segment
+            .file()
+            .write_all_at(&[1, 2, 3, 4, 5, 6, 7], valid)
+            .unwrap();
+        drop(segment);
+        let mut reopened = Segment::open(dir.path(), 0, 0).unwrap();
+        let outcome = reopened.recover(POLICY, 0, |_, _| {}).unwrap();
+        assert_eq!(
+            outcome,
+            RecoveryOutcome {
+                truncated_bytes: 7,
+                batches: 20
+            }
+        );
+        assert_eq!(reopened.next_offset(), 20);
+        assert_eq!(reopened.size_bytes(), valid);
+        let chunk = reopened
+            .read_plan(15)
+            .read(limits(15, 1 << 20))
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch::validate(&chunk.bytes).unwrap().base_offset, 15);
+    }
+
+    #[test]
+    fn recovery_stops_at_a_corrupt_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 0, 0).unwrap();
+        append_batches(&mut segment, 0, 10);
+        let batch_bytes = segment.size_bytes() / 10;
+        segment
+            .file()
+            .write_all_at(&[0xAB], batch_bytes * 6 + 70)
+            .unwrap();
+        let outcome = segment.recover(POLICY, 0, |_, _| {}).unwrap();
+        assert_eq!(outcome.batches, 6);
+        assert_eq!(segment.next_offset(), 6);
+        assert_eq!(segment.size_bytes(), batch_bytes * 6);
+    }
+
+    #[test]
+    fn indexes_written_and_loaded_match_a_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 0, 0).unwrap();
+        append_batches(&mut segment, 0, 30);
+        segment.write_indexes().unwrap();
+        let mut loaded = Segment::open(dir.path(), 0, 0).unwrap();
+        assert!(loaded.load_indexes(30));
+        assert!(loaded.restore_tail_state().unwrap());
+        assert_eq!(loaded.next_offset(), 30);
+        assert_eq!(loaded.max_timestamp(), 1_029);
+        let plan = loaded.time_read_plan(1_010);
+        let (header, _) = plan.find_batch_by_timestamp(1_010, 0).unwrap().unwrap();
+        assert_eq!(header.base_offset, 10);
+        std::fs::write(dir.path().join("00000000000000000000.index"), [1, 2, 3]).unwrap();
+        let mut broken = Segment::open(dir.path(), 0, 0).unwrap();
+        assert!(!broken.load_indexes(30));
+    }
+}
