@@ -1,0 +1,8 @@
+//! Integration tests: the real `ferry` binary with real clients (librdkafka through the
+//! `rdkafka` crate, kafka-python, raw sockets for hostile input).
+
+mod crash;
+mod produce_consume;
+mod records;
+mod recovery;
+mod support;

@@ -1,0 +1,130 @@
+//! Test support: runs the real `ferry` binary as a child process on an ephemeral port with
+//! its own data directory, and builds librdkafka clients (through the `rdkafka` crate)
+//! pointed at it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+
+/// Longest a broker may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A broker process. Killed (SIGKILL) when dropped unless stopped first.
+pub struct Broker {
+    child: Child,
+    pub bootstrap: String,
+    log_lines: mpsc::Receiver<String>,
+}
+
+impl Broker {
+    /// Starts a broker on `data_dir` with extra `serve` arguments.
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> Broker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the ferry binary");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (lines_tx, lines_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[ferry] {line}");
+                if let Some(rest) = line.split("ready to accept connections on ").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = ready_tx.send(addr);
+                }
+                let _ = lines_tx.send(line);
+            }
+        });
+        let bootstrap = match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("ferry did not become ready within {READY_TIMEOUT:?}");
+            }
+        };
+        Broker {
+            child,
+            bootstrap,
+            log_lines: lines_rx,
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().expect("wait for ferry")
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL ferry");
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("poll ferry").is_none()
+    }
+
+    /// Log lines printed so far (drains them).
+    pub fn drain_log(&self) -> Vec<String> {
+        self.log_lines.try_iter().collect()
+    }
+
+    /// A librdkafka config pointed at this broker.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        config
+    }
+
+    /// Creates a topic through the Admin API.
+    pub async fn create_topic(&self, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().expect("admin client");
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (key, value) in configs {
+            topic = topic.set(key, value);
+        }
+        let results = admin
+            .create_topics(&[topic], &AdminOptions::new())
+            .await
+            .expect("create topics request");
+        for result in results {
+            result.unwrap_or_else(|(topic, err)| panic!("create {topic}: {err}"));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
