@@ -68,9 +68,9 @@ fn finish<T: Encodable + Send + 'static>(ctx: &RequestContext, handled: Handled<
 }
 
 macro_rules! route {
-    ($broker:expr, $ctx:expr, $frame:expr, $module:ident) => {
+    ($broker:expr, $ctx:expr, $frame:expr, $($module:ident)::+) => {
         match $frame.decode_body() {
-            Ok(request) => finish($ctx, handlers::$module::handle($broker, $ctx, request)),
+            Ok(request) => finish($ctx, handlers::$($module)::+::handle($broker, $ctx, request)),
             Err(err) => Reply::Close(err.to_string()),
         }
     };
@@ -108,6 +108,8 @@ pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame, peer: SocketAddr) -> 
         ApiKey::CreatePartitions => route!(broker, ctx, frame, create_partitions),
         ApiKey::DescribeConfigs => route!(broker, ctx, frame, describe_configs),
         ApiKey::DescribeCluster => route!(broker, ctx, frame, describe_cluster),
+        ApiKey::AlterConfigs => route!(broker, ctx, frame, alter_configs::legacy),
+        ApiKey::IncrementalAlterConfigs => route!(broker, ctx, frame, alter_configs::incremental),
         other => Reply::Close(format!("{other:?} is advertised but has no handler")),
     }
 }

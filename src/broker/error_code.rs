@@ -20,7 +20,9 @@ pub fn from_storage(err: &StorageError) -> i16 {
     let kafka = match err {
         StorageError::Io { .. } | StorageError::LogOffline { .. } => KafkaError::KafkaStorageError,
         StorageError::CorruptBatch(_) | StorageError::Records(_) => KafkaError::CorruptMessage,
-        StorageError::InvalidRecord { .. } => KafkaError::InvalidRecord,
+        StorageError::InvalidRecord { .. } | StorageError::InvalidRecords { .. } => {
+            KafkaError::InvalidRecord
+        }
         StorageError::RecordTooLarge { .. } => KafkaError::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => KafkaError::OffsetOutOfRange,
         StorageError::OffsetsNotIncreasing { .. } => KafkaError::InvalidRecord,

@@ -464,6 +464,51 @@ impl TopicRegistry {
         Ok(())
     }
 
+    /// Replaces a topic's config overrides (or only validates them).
+    pub fn alter_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _admin = self
+            .admin
+            .lock()
+            .expect("admin lock is never held across a panic");
+        let topic = self.get(name).ok_or_else(|| TopicError::Unknown {
+            name: name.to_string(),
+        })?;
+        self.defaults
+            .validate_overrides(&configs)
+            .map_err(TopicError::InvalidConfig)?;
+        if validate_only {
+            return Ok(());
+        }
+        let record = TopicRecord {
+            name: topic.name.clone(),
+            topic_id: topic.topic_id,
+            partitions: topic.partitions.len() as i32,
+            configs: configs.clone(),
+        };
+        self.data_dir.save_topic(&record)?;
+        let resolved = self.defaults.resolve(&configs);
+        for partition in &topic.partitions {
+            partition.reconfigure(&resolved);
+        }
+        let altered = Arc::new(Topic {
+            name: topic.name.clone(),
+            topic_id: topic.topic_id,
+            configs,
+            partitions: topic.partitions.clone(),
+        });
+        self.topics
+            .write()
+            .expect("registry lock is never held across a panic")
+            .insert(topic.name.clone(), altered);
+        info!(topic = %name, "altered topic configs");
+        Ok(())
+    }
+
     /// Writes the recovery-point and log-start-offset checkpoint files.
     pub fn write_checkpoints(&self) -> Result<(), StorageError> {
         let mut recovery_points = HashMap::new();

@@ -356,6 +356,9 @@ impl TopicDefaults {
                 retention_ms: long("retention.ms"),
                 retention_bytes: long("retention.bytes"),
                 max_decompressed_batch_bytes: self.max_decompressed_batch_bytes,
+                compacted: get("cleanup.policy")
+                    .split(',')
+                    .any(|p| p.trim() == "compact"),
             },
             flush_messages: long("flush.messages").max(1),
             flush_ms: long("flush.ms").max(0),

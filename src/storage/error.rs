@@ -22,6 +22,11 @@ pub enum StorageError {
     /// The batch is well-formed but not acceptable (more than one batch, control batch from
     /// a client, inconsistent counts).
     InvalidRecord { reason: &'static str },
+    /// Some records of the batch are not acceptable; their indexes within the batch.
+    InvalidRecords {
+        reason: &'static str,
+        record_indexes: Vec<i32>,
+    },
     /// The batch exceeds the topic's `max.message.bytes`.
     RecordTooLarge {
         batch_bytes: usize,
@@ -75,6 +80,12 @@ impl fmt::Display for StorageError {
             }
             StorageError::CorruptBatch(err) => write!(f, "{err}"),
             StorageError::InvalidRecord { reason } => write!(f, "invalid record batch: {reason}"),
+            StorageError::InvalidRecords {
+                reason,
+                record_indexes,
+            } => {
+                write!(f, "{reason} ({} records rejected)", record_indexes.len())
+            }
             StorageError::RecordTooLarge {
                 batch_bytes,
                 max_message_bytes,

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::batch::{self, BatchHeader, BatchIter, TimestampType};
 use super::error::StorageError;
-use super::records::{self, RecordPosition};
+use super::records::{self, RecordMeta};
 use super::segment::{self, IndexPolicy, ReadPlan, Segment};
 
 /// Per-log settings, resolved from topic configs and broker defaults.
@@ -41,6 +41,8 @@ pub struct LogConfig {
     pub retention_bytes: i64,
     /// Largest decompressed records area Ferry will materialise to look inside a batch.
     pub max_decompressed_batch_bytes: usize,
+    /// `cleanup.policy` includes `compact`: every record needs a key.
+    pub compacted: bool,
 }
 
 impl Default for LogConfig {
@@ -54,6 +56,7 @@ impl Default for LogConfig {
             retention_ms: 7 * 24 * 3_600_000,
             retention_bytes: -1,
             max_decompressed_batch_bytes: 64 << 20,
+            compacted: false,
         }
     }
 }
@@ -335,7 +338,30 @@ impl Log {
                 reason: "record count does not match the batch's offset range",
             });
         }
+        if self.config.compacted {
+            self.check_keys(records, &header)?;
+        }
         Ok(header)
+    }
+
+    /// Compacted topics need a key on every record (Kafka's `LogValidator`); the only case
+    /// where the produce path decompresses a batch.
+    fn check_keys(&self, records: &[u8], header: &BatchHeader) -> Result<(), StorageError> {
+        let metas =
+            records::record_metas(records, header, self.config.max_decompressed_batch_bytes)?;
+        let keyless: Vec<i32> = metas
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.has_key)
+            .map(|(i, _)| i32::try_from(i).unwrap_or(i32::MAX))
+            .collect();
+        if keyless.is_empty() {
+            return Ok(());
+        }
+        Err(StorageError::InvalidRecords {
+            reason: "Compacted topic cannot accept message without key.",
+            record_indexes: keyless,
+        })
     }
 
     /// Appends one producer batch, assigning it the next offsets.
@@ -690,8 +716,8 @@ pub fn first_record_at_or_after(
     timestamp: i64,
     min_offset: i64,
     max_decompressed_bytes: usize,
-) -> Result<Option<RecordPosition>, StorageError> {
-    let positions = records::record_positions(batch, header, max_decompressed_bytes)?;
+) -> Result<Option<RecordMeta>, StorageError> {
+    let positions = records::record_metas(batch, header, max_decompressed_bytes)?;
     Ok(positions
         .into_iter()
         .find(|r| r.timestamp >= timestamp && r.offset >= min_offset))

@@ -172,20 +172,22 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Offset and timestamp of one record.
+/// What Ferry needs to know about one record: where it is, when, and whether it has a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordPosition {
+pub struct RecordMeta {
     pub offset: i64,
     pub timestamp: i64,
+    /// False for a null key (key length -1).
+    pub has_key: bool,
 }
 
-/// Lists each record's absolute offset and timestamp (LogAppendTime batches report the
-/// batch's max timestamp for every record, as Kafka does).
-pub fn record_positions(
+/// Lists each record's absolute offset, timestamp and key presence (LogAppendTime batches
+/// report the batch's max timestamp for every record, as Kafka does).
+pub fn record_metas(
     batch: &[u8],
     header: &BatchHeader,
     max_decompressed_bytes: usize,
-) -> Result<Vec<RecordPosition>, RecordsError> {
+) -> Result<Vec<RecordMeta>, RecordsError> {
     let codec = header.compression().map_err(|_| RecordsError::Malformed {
         reason: "unknown compression codec",
     })?;
@@ -211,13 +213,15 @@ pub fn record_positions(
         cursor.position += 1; // attributes
         let timestamp_delta = cursor.varint()?;
         let offset_delta = cursor.varint()?;
+        let key_length = cursor.varint()?;
         let timestamp = match header.timestamp_type() {
             TimestampType::LogAppendTime => header.max_timestamp,
             TimestampType::CreateTime => header.base_timestamp.wrapping_add(timestamp_delta),
         };
-        out.push(RecordPosition {
+        out.push(RecordMeta {
             offset: header.base_offset + offset_delta,
             timestamp,
+            has_key: key_length >= 0,
         });
         cursor.position = end;
     }
@@ -305,6 +309,6 @@ mod tests {
         let header = validate(&batch).unwrap();
         let mut lying = header;
         lying.records_count = 5;
-        assert!(record_positions(&batch, &lying, 1 << 20).is_err());
+        assert!(record_metas(&batch, &lying, 1 << 20).is_err());
     }
 }

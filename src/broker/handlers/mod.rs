@@ -2,6 +2,7 @@
 //! `handle(broker, ctx, request) -> Handled<Response>` and owns that API's semantics:
 //! which fields exist in which version, which errors apply, what is returned.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;

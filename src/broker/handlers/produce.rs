@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto_kafka::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use proto_kafka::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use proto_kafka::messages::{ProduceRequest, ProduceResponse};
 use tracing::warn;
 
@@ -17,6 +19,7 @@ use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError};
 use crate::broker::partition::{wait_for, Partition};
 use crate::broker::{now_ms, Broker};
+use crate::storage::StorageError;
 
 /// A partition whose acknowledgement waits for the high watermark to reach `offset`.
 struct DurableWait {
@@ -48,7 +51,7 @@ pub fn handle(
             let outcome = if valid_acks {
                 append(broker, ctx, name, data.index, data.records.as_deref(), now)
             } else {
-                Err((
+                Err(Rejection::new(
                     code(KafkaError::InvalidRequiredAcks),
                     format!("acks={acks} is not -1, 0 or 1"),
                 ))
@@ -69,11 +72,22 @@ pub fn handle(
                         });
                     }
                 }
-                Err((error, message)) => {
+                Err(rejection) => {
                     any_error = true;
-                    response.error_code = error;
+                    response.error_code = rejection.error_code;
                     if ctx.api_version >= 8 {
-                        response.error_message = Some(str_bytes(&message));
+                        response.error_message = Some(str_bytes(&rejection.message));
+                        response.record_errors = rejection
+                            .record_indexes
+                            .iter()
+                            .map(|&i| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(i)
+                                    .with_batch_index_error_message(Some(str_bytes(
+                                        &rejection.message,
+                                    )))
+                            })
+                            .collect();
                     }
                 }
             }
@@ -102,6 +116,24 @@ pub fn handle(
 
 type Appended = (Arc<Partition>, crate::storage::log::AppendInfo, Option<i64>);
 
+/// Why a partition's batch was not appended.
+struct Rejection {
+    error_code: i16,
+    message: String,
+    /// Indexes of the offending records within the batch (Produce v8+ `record_errors`).
+    record_indexes: Vec<i32>,
+}
+
+impl Rejection {
+    fn new(error_code: i16, message: String) -> Rejection {
+        Rejection {
+            error_code,
+            message,
+            record_indexes: Vec::new(),
+        }
+    }
+}
+
 fn append(
     broker: &Broker,
     ctx: &RequestContext,
@@ -109,15 +141,15 @@ fn append(
     index: i32,
     records: Option<&[u8]>,
     now: i64,
-) -> Result<Appended, (i16, String)> {
+) -> Result<Appended, Rejection> {
     let Some(partition) = broker.topics.partition(topic, index) else {
-        return Err((
+        return Err(Rejection::new(
             code(KafkaError::UnknownTopicOrPartition),
             format!("topic-partition {topic}-{index} does not exist"),
         ));
     };
     let Some(records) = records else {
-        return Err((
+        return Err(Rejection::new(
             code(KafkaError::InvalidRecord),
             "records are null".to_string(),
         ));
@@ -129,7 +161,15 @@ fn append(
                 topic, partition = index, client = ?ctx.client_id, peer = %ctx.peer,
                 "rejected produce: {err}"
             );
-            Err((error_code::from_storage(&err), err.to_string()))
+            let record_indexes = match &err {
+                StorageError::InvalidRecords { record_indexes, .. } => record_indexes.clone(),
+                _ => Vec::new(),
+            };
+            Err(Rejection {
+                error_code: error_code::from_storage(&err),
+                message: err.to_string(),
+                record_indexes,
+            })
         }
     }
 }
