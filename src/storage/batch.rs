@@ -338,56 +338,24 @@ impl<'a> Iterator for BatchIter<'a> {
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    //! Builds real v2 batches for unit tests (uncompressed, simple records).
-    use super::*;
+    //! Real v2 batches for unit tests.
+    use super::set_base_offset_and_epoch;
+    use crate::storage::records::{build_batch as build, BatchSpec, NewRecord};
 
-    fn put_varint(out: &mut Vec<u8>, value: i64) {
-        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-        loop {
-            let byte = (zigzag & 0x7f) as u8;
-            zigzag >>= 7;
-            if zigzag == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-
-    /// A batch with `values.len()` records whose timestamps are `base_timestamp + i`.
+    /// An uncompressed batch at `base_offset` with one keyless record per value, record `i`
+    /// stamped `base_timestamp + i`.
     pub fn build_batch(base_offset: i64, base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
-        let mut records = Vec::new();
-        for (i, value) in values.iter().enumerate() {
-            let mut body = vec![0u8]; // attributes
-            put_varint(&mut body, i as i64); // timestamp delta
-            put_varint(&mut body, i as i64); // offset delta
-            put_varint(&mut body, -1); // null key
-            put_varint(&mut body, value.len() as i64);
-            body.extend_from_slice(value);
-            put_varint(&mut body, 0); // no headers
-            put_varint(&mut records, body.len() as i64);
-            records.extend_from_slice(&body);
-        }
-        let count = values.len() as i32;
-        let mut batch = Vec::new();
-        batch.extend_from_slice(&base_offset.to_be_bytes());
-        let length = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32;
-        batch.extend_from_slice(&length.to_be_bytes());
-        batch.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
-        batch.push(MAGIC_V2 as u8);
-        batch.extend_from_slice(&0u32.to_be_bytes()); // crc placeholder
-        batch.extend_from_slice(&0i16.to_be_bytes()); // attributes
-        batch.extend_from_slice(&(count - 1).max(0).to_be_bytes());
-        batch.extend_from_slice(&base_timestamp.to_be_bytes());
-        let max_ts = base_timestamp + i64::from(count - 1).max(0);
-        batch.extend_from_slice(&max_ts.to_be_bytes());
-        batch.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-        batch.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-        batch.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-        batch.extend_from_slice(&count.to_be_bytes());
-        batch.extend_from_slice(&records);
-        let crc = compute_crc(&batch);
-        batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        let records: Vec<NewRecord<'_>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| NewRecord {
+                key: None,
+                value: Some(value),
+                timestamp: base_timestamp + i as i64,
+            })
+            .collect();
+        let mut batch = build(BatchSpec::PLAIN, &records);
+        set_base_offset_and_epoch(&mut batch, base_offset, 0);
         batch
     }
 }

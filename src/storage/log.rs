@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::batch::{self, BatchHeader, BatchIter, TimestampType};
 use super::error::StorageError;
-use super::records::{self, RecordMeta};
+use super::records::{self, Record};
 use super::segment::{self, IndexPolicy, ReadPlan, Segment};
 
 /// Per-log settings, resolved from topic configs and broker defaults.
@@ -347,12 +347,12 @@ impl Log {
     /// Compacted topics need a key on every record (Kafka's `LogValidator`); the only case
     /// where the produce path decompresses a batch.
     fn check_keys(&self, records: &[u8], header: &BatchHeader) -> Result<(), StorageError> {
-        let metas =
-            records::record_metas(records, header, self.config.max_decompressed_batch_bytes)?;
-        let keyless: Vec<i32> = metas
+        let parsed =
+            records::parse_records(records, header, self.config.max_decompressed_batch_bytes)?;
+        let keyless: Vec<i32> = parsed
             .iter()
             .enumerate()
-            .filter(|(_, m)| !m.has_key)
+            .filter(|(_, r)| r.key.is_none())
             .map(|(i, _)| i32::try_from(i).unwrap_or(i32::MAX))
             .collect();
         if keyless.is_empty() {
@@ -716,8 +716,8 @@ pub fn first_record_at_or_after(
     timestamp: i64,
     min_offset: i64,
     max_decompressed_bytes: usize,
-) -> Result<Option<RecordMeta>, StorageError> {
-    let positions = records::record_metas(batch, header, max_decompressed_bytes)?;
+) -> Result<Option<Record>, StorageError> {
+    let positions = records::parse_records(batch, header, max_decompressed_bytes)?;
     Ok(positions
         .into_iter()
         .find(|r| r.timestamp >= timestamp && r.offset >= min_offset))

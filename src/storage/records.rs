@@ -170,24 +170,44 @@ impl<'a> Cursor<'a> {
             reason: "varint longer than 10 bytes",
         })
     }
+
+    /// A varint-length-prefixed byte string; length -1 is null.
+    fn bytes(&mut self, limit: usize) -> Result<Option<&'a [u8]>, RecordsError> {
+        let length = self.varint()?;
+        if length < 0 {
+            return Ok(None);
+        }
+        let end = usize::try_from(length)
+            .ok()
+            .and_then(|len| self.position.checked_add(len))
+            .filter(|end| *end <= limit)
+            .ok_or(RecordsError::Malformed {
+                reason: "field runs past the end of its record",
+            })?;
+        let out = &self.buf[self.position..end];
+        self.position = end;
+        Ok(Some(out))
+    }
 }
 
-/// What Ferry needs to know about one record: where it is, when, and whether it has a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordMeta {
+/// One record with its absolute offset and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
     pub offset: i64,
     pub timestamp: i64,
-    /// False for a null key (key length -1).
-    pub has_key: bool,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// Headers in order; repeated keys are kept.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
-/// Lists each record's absolute offset, timestamp and key presence (LogAppendTime batches
-/// report the batch's max timestamp for every record, as Kafka does).
-pub fn record_metas(
+/// Decodes every record of a batch (LogAppendTime batches report the batch's max timestamp
+/// for every record, as Kafka does). Allocation is bounded by the decompressed size.
+pub fn parse_records(
     batch: &[u8],
     header: &BatchHeader,
     max_decompressed_bytes: usize,
-) -> Result<Vec<RecordMeta>, RecordsError> {
+) -> Result<Vec<Record>, RecordsError> {
     let codec = header.compression().map_err(|_| RecordsError::Malformed {
         reason: "unknown compression codec",
     })?;
@@ -202,10 +222,9 @@ pub fn record_metas(
     };
     for _ in 0..count {
         let length = cursor.varint()?;
-        let start = cursor.position;
         let end = usize::try_from(length)
             .ok()
-            .and_then(|len| start.checked_add(len))
+            .and_then(|len| cursor.position.checked_add(len))
             .filter(|end| *end <= records.len())
             .ok_or(RecordsError::Malformed {
                 reason: "record length runs past the end",
@@ -213,19 +232,138 @@ pub fn record_metas(
         cursor.position += 1; // attributes
         let timestamp_delta = cursor.varint()?;
         let offset_delta = cursor.varint()?;
-        let key_length = cursor.varint()?;
+        let key = cursor.bytes(end)?.map(<[u8]>::to_vec);
+        let value = cursor.bytes(end)?.map(<[u8]>::to_vec);
+        let header_count =
+            usize::try_from(cursor.varint()?).map_err(|_| RecordsError::Malformed {
+                reason: "negative header count",
+            })?;
+        let mut headers = Vec::with_capacity(header_count.min(end - cursor.position));
+        for _ in 0..header_count {
+            let name = cursor.bytes(end)?.ok_or(RecordsError::Malformed {
+                reason: "null header key",
+            })?;
+            let name = String::from_utf8_lossy(name).into_owned();
+            headers.push((name, cursor.bytes(end)?.map(<[u8]>::to_vec)));
+        }
         let timestamp = match header.timestamp_type() {
             TimestampType::LogAppendTime => header.max_timestamp,
             TimestampType::CreateTime => header.base_timestamp.wrapping_add(timestamp_delta),
         };
-        out.push(RecordMeta {
+        out.push(Record {
             offset: header.base_offset + offset_delta,
             timestamp,
-            has_key: key_length >= 0,
+            key,
+            value,
+            headers,
         });
         cursor.position = end;
     }
     Ok(out)
+}
+
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        let byte = (zigzag & 0x7f) as u8;
+        zigzag >>= 7;
+        if zigzag == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_varbytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(out, -1),
+        Some(bytes) => {
+            put_varint(out, bytes.len() as i64);
+            out.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// Batch-level fields of a batch Ferry writes itself (internal topics, transaction markers).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSpec {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub transactional: bool,
+    pub control: bool,
+}
+
+impl BatchSpec {
+    /// A plain batch without producer information.
+    pub const PLAIN: BatchSpec = BatchSpec {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        transactional: false,
+        control: false,
+    };
+}
+
+/// A record to write: key, value and timestamp, without headers.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub timestamp: i64,
+}
+
+/// Builds an uncompressed v2 batch at base offset 0 (the leader assigns real offsets on
+/// append). `records` must not be empty.
+pub fn build_batch(spec: BatchSpec, records: &[NewRecord<'_>]) -> Vec<u8> {
+    let base_timestamp = records.first().map_or(0, |r| r.timestamp);
+    let max_timestamp = records
+        .iter()
+        .map(|r| r.timestamp)
+        .max()
+        .unwrap_or(base_timestamp);
+    let mut body = Vec::new();
+    let mut record = Vec::new();
+    for (index, new) in records.iter().enumerate() {
+        record.clear();
+        record.push(0); // attributes
+        put_varint(&mut record, new.timestamp - base_timestamp);
+        put_varint(&mut record, index as i64);
+        put_varbytes(&mut record, new.key);
+        put_varbytes(&mut record, new.value);
+        put_varint(&mut record, 0); // headers
+        put_varint(&mut body, record.len() as i64);
+        body.extend_from_slice(&record);
+    }
+    let count = i32::try_from(records.len()).expect("a built batch holds fewer than 2^31 records");
+    let mut attributes: i16 = 0;
+    if spec.transactional {
+        attributes |= 0x10;
+    }
+    if spec.control {
+        attributes |= 0x20;
+    }
+    let mut batch = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
+    batch.extend_from_slice(&0i64.to_be_bytes());
+    let length = i32::try_from(BATCH_HEADER_BYTES - 12 + body.len())
+        .expect("a built batch is smaller than 2 GiB");
+    batch.extend_from_slice(&length.to_be_bytes());
+    batch.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
+    batch.push(2); // magic
+    batch.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
+    batch.extend_from_slice(&attributes.to_be_bytes());
+    batch.extend_from_slice(&(count - 1).max(0).to_be_bytes());
+    batch.extend_from_slice(&base_timestamp.to_be_bytes());
+    batch.extend_from_slice(&max_timestamp.to_be_bytes());
+    batch.extend_from_slice(&spec.producer_id.to_be_bytes());
+    batch.extend_from_slice(&spec.producer_epoch.to_be_bytes());
+    batch.extend_from_slice(&spec.base_sequence.to_be_bytes());
+    batch.extend_from_slice(&count.to_be_bytes());
+    batch.extend_from_slice(&body);
+    let crc = super::batch::compute_crc(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
 }
 
 #[cfg(test)]
@@ -238,13 +376,12 @@ mod tests {
     fn lists_record_offsets_and_timestamps() {
         let batch = build_batch(100, 5_000, &[b"a", b"b", b"c"]);
         let header = validate(&batch).unwrap();
-        let positions = record_positions(&batch, &header, 1 << 20).unwrap();
-        let expected: Vec<_> = (0..3)
-            .map(|i| RecordPosition {
-                offset: 100 + i,
-                timestamp: 5_000 + i,
-            })
+        let positions: Vec<(i64, i64)> = parse_records(&batch, &header, 1 << 20)
+            .unwrap()
+            .iter()
+            .map(|r| (r.offset, r.timestamp))
             .collect();
+        let expected: Vec<_> = (0..3).map(|i| (100 + i, 5_000 + i)).collect();
         assert_eq!(positions, expected);
     }
 
@@ -309,6 +446,30 @@ mod tests {
         let header = validate(&batch).unwrap();
         let mut lying = header;
         lying.records_count = 5;
-        assert!(record_metas(&batch, &lying, 1 << 20).is_err());
+        assert!(parse_records(&batch, &lying, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn built_batches_parse_back_with_keys_values_and_nulls() {
+        let record = |key: Option<&'static [u8]>, value: Option<&'static [u8]>| NewRecord {
+            key,
+            value,
+            timestamp: 77,
+        };
+        let records = [
+            record(Some(b"k1"), Some(b"v1")),
+            record(None, Some(b"")),
+            record(Some(b"k3"), None),
+        ];
+        let mut batch = super::build_batch(BatchSpec::PLAIN, &records);
+        crate::storage::batch::set_base_offset_and_epoch(&mut batch, 10, 0);
+        let header = validate(&batch).unwrap();
+        let parsed = parse_records(&batch, &header, 1 << 20).unwrap();
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[0].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(parsed[1].key, None);
+        assert_eq!(parsed[1].value.as_deref(), Some(&b""[..]));
+        assert_eq!(parsed[2].value, None);
+        assert_eq!((parsed[2].offset, parsed[2].timestamp), (12, 77));
     }
 }
