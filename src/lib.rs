@@ -4,6 +4,7 @@
 //! * [`network`]: sockets, framing, per-connection pipelining, shutdown.
 //! * [`protocol`]: the Kafka wire codec and the table of supported API versions.
 //! * [`broker`]: request handlers (one per API), partitions, topics, the flusher.
+//! * [`coordinator`]: the group coordinator (and later transactions), testable without sockets.
 //! * [`storage`]: the segmented on-disk log, recovery, checkpoints, data directory.
 //! * [`config`]: Kafka-style configuration and topic configs.
 //! * [`server`]: composition root wiring the layers together.
@@ -11,6 +12,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod coordinator;
 pub mod network;
 pub mod properties;
 pub mod protocol;

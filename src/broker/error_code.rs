@@ -5,6 +5,7 @@
 pub use proto_kafka::ResponseError as KafkaError;
 
 use super::topics::TopicError;
+use crate::coordinator::group::GroupError;
 use crate::storage::StorageError;
 
 /// Error code 0.
@@ -45,4 +46,32 @@ pub fn from_topic(err: &TopicError) -> i16 {
         TopicError::Storage(err) => return from_storage(err),
     };
     kafka.code()
+}
+
+/// Maps a group coordinator answer to its Kafka code.
+pub fn from_group(err: GroupError) -> i16 {
+    let kafka = match err {
+        GroupError::InvalidGroupId => KafkaError::InvalidGroupId,
+        GroupError::UnknownMemberId => KafkaError::UnknownMemberId,
+        GroupError::MemberIdRequired => KafkaError::MemberIdRequired,
+        GroupError::IllegalGeneration => KafkaError::IllegalGeneration,
+        GroupError::RebalanceInProgress => KafkaError::RebalanceInProgress,
+        GroupError::FencedInstanceId => KafkaError::FencedInstanceId,
+        GroupError::InconsistentGroupProtocol => KafkaError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout => KafkaError::InvalidSessionTimeout,
+        GroupError::GroupMaxSizeReached => KafkaError::GroupMaxSizeReached,
+        GroupError::CoordinatorNotAvailable => KafkaError::CoordinatorNotAvailable,
+        GroupError::GroupIdNotFound => KafkaError::GroupIdNotFound,
+        GroupError::NonEmptyGroup => KafkaError::NonEmptyGroup,
+        GroupError::UnknownTopicOrPartition => KafkaError::UnknownTopicOrPartition,
+        GroupError::OffsetMetadataTooLarge => KafkaError::OffsetMetadataTooLarge,
+        GroupError::GroupSubscribedToTopic => KafkaError::GroupSubscribedToTopic,
+        GroupError::StorageFailure => KafkaError::CoordinatorNotAvailable,
+    };
+    kafka.code()
+}
+
+/// The code for an optional group error (0 for none).
+pub fn from_group_result(err: Option<GroupError>) -> i16 {
+    err.map_or(NONE, from_group)
 }

@@ -5,6 +5,7 @@
 pub mod dispatch;
 pub mod error_code;
 pub mod flusher;
+pub mod group_log;
 pub mod handlers;
 pub mod partition;
 pub mod topics;
@@ -16,10 +17,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
 use crate::config::{BrokerConfig, Endpoint};
+use crate::coordinator::group::GroupCoordinator;
 use crate::storage::data_dir::DataDir;
 use crate::storage::StorageError;
 use flusher::Flusher;
-use topics::TopicRegistry;
+use group_log::OffsetsTopicLog;
+use topics::{TopicError, TopicRegistry, TopicSpec};
+
+/// Kafka's internal topic for committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// How often the group coordinator's timers are advanced.
+const GROUP_TICK_MS: u64 = 100;
 
 /// Milliseconds since the Unix epoch (Kafka's timestamp unit).
 pub fn now_ms() -> i64 {
@@ -36,8 +44,47 @@ pub struct Broker {
     /// Host and port published in Metadata.
     pub advertised: Endpoint,
     pub topics: TopicRegistry,
+    pub groups: GroupCoordinator,
     flusher: Arc<Flusher>,
     flusher_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Creates `__consumer_offsets` if needed and loads the groups it holds.
+fn open_group_coordinator(
+    config: &BrokerConfig,
+    topics: &TopicRegistry,
+) -> Result<GroupCoordinator, StorageError> {
+    let spec = TopicSpec {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: config.group.offsets_topic_partitions,
+        replication_factor: 1,
+        configs: [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "104857600"),
+            ("max.message.bytes", "10485760"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    };
+    let topic = topics.get_or_create(&spec).map_err(|err| match err {
+        TopicError::Storage(err) => err,
+        other => StorageError::io(
+            "create __consumer_offsets",
+            &config.data_dir,
+            std::io::Error::other(other.to_string()),
+        ),
+    })?;
+    let log = Arc::new(OffsetsTopicLog::new(topic.partitions.clone()));
+    let groups = GroupCoordinator::new(config.group.clone(), log);
+    groups.load(now_ms()).map_err(|reason| {
+        StorageError::io(
+            "load consumer groups",
+            &config.data_dir,
+            std::io::Error::other(reason),
+        )
+    })?;
+    Ok(groups)
 }
 
 impl Broker {
@@ -55,15 +102,28 @@ impl Broker {
             Arc::clone(&flusher),
             config.node_id,
         )?;
+        let groups = open_group_coordinator(&config, &topics)?;
         Ok(Arc::new(Broker {
             node_id: config.node_id,
             config,
             cluster_id,
             advertised,
             topics,
+            groups,
             flusher,
             flusher_thread: std::sync::Mutex::new(Some(flusher_thread)),
         }))
+    }
+
+    /// Advances the group coordinator's timers until stopped.
+    pub async fn run_group_timers(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(Duration::from_millis(GROUP_TICK_MS));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.groups.tick(now_ms()),
+                _ = stop.changed() => return,
+            }
+        }
     }
 
     /// Runs the periodic work: checkpoints, `flush.ms` flushes and retention.

@@ -19,6 +19,9 @@ use crate::storage::data_dir::{base64_uuid, DataDir, TopicRecord};
 use crate::storage::log::{Log, LogCheckpoint};
 use crate::storage::StorageError;
 
+/// Topics written only by the broker's coordinators.
+pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
 /// Longest topic name Kafka accepts.
 pub const MAX_TOPIC_NAME_BYTES: usize = 249;
 /// Most partitions one topic may have (`ferry.max.partitions.per.topic`; Kafka has no such
@@ -36,9 +39,10 @@ pub struct Topic {
 }
 
 impl Topic {
-    /// Topics whose names start with `__` are Kafka's internal topics.
+    /// Kafka's internal topics (`Topic.INTERNAL_TOPICS`): clients cannot produce to them
+    /// and they cannot be deleted.
     pub fn is_internal(&self) -> bool {
-        self.name.starts_with("__")
+        INTERNAL_TOPICS.contains(&self.name.as_str())
     }
 }
 
@@ -385,6 +389,14 @@ impl TopicRegistry {
             Arc::clone(&self.flusher),
             now,
         ))
+    }
+
+    /// Returns the topic, creating it from `spec` if it does not exist (internal topics).
+    pub fn get_or_create(&self, spec: &TopicSpec) -> Result<Arc<Topic>, TopicError> {
+        match self.get(&spec.name) {
+            Some(topic) => Ok(topic),
+            None => self.create(spec, false),
+        }
     }
 
     /// Deletes a topic and its data.

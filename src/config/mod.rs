@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+use crate::coordinator::group::GroupConfig;
 use crate::properties;
 
 /// A configuration value that cannot be used, with the key and why.
@@ -74,6 +75,8 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Broker-level defaults for topic configs (`log.segment.bytes`, ...).
     pub topic_defaults: topic::TopicDefaults,
+    /// Group coordinator settings (`group.*`, `offsets.*`).
+    pub group: GroupConfig,
     /// Keys that came from the config file or overrides, for DescribeConfigs sources.
     pub explicit: BTreeMap<String, String>,
 }
@@ -96,6 +99,7 @@ impl Default for BrokerConfig {
             flush_checkpoint_interval_ms: 60_000,
             retention_check_interval_ms: 300_000,
             topic_defaults: topic::TopicDefaults::default(),
+            group: GroupConfig::default(),
             explicit: BTreeMap::new(),
         }
     }
@@ -227,6 +231,31 @@ impl BrokerConfig {
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = parse_num(key, value)?
             }
+            _ => return self.apply_group_key(key, value),
+        }
+        Ok(true)
+    }
+
+    fn apply_group_key(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
+        let group = &mut self.group;
+        match key {
+            "group.min.session.timeout.ms" => group.min_session_timeout_ms = parse_num(key, value)?,
+            "group.max.session.timeout.ms" => group.max_session_timeout_ms = parse_num(key, value)?,
+            "group.initial.rebalance.delay.ms" => {
+                group.initial_rebalance_delay_ms = parse_num(key, value)?
+            }
+            "group.max.size" => group.max_size = parse_num(key, value)?,
+            "offset.metadata.max.bytes" => group.offset_metadata_max_bytes = parse_num(key, value)?,
+            "offsets.retention.minutes" => {
+                let minutes: i64 = parse_num(key, value)?;
+                group.offsets_retention_ms = minutes.saturating_mul(60_000);
+            }
+            "offsets.retention.check.interval.ms" => {
+                group.offsets_retention_check_interval_ms = parse_num(key, value)?
+            }
+            "offsets.topic.num.partitions" => {
+                group.offsets_topic_partitions = parse_num(key, value)?
+            }
             _ => return self.topic_defaults.apply_broker_key(key, value),
         }
         Ok(true)
@@ -243,6 +272,18 @@ impl BrokerConfig {
             return Err(invalid(
                 "ferry.max.inflight.requests.per.connection",
                 "must be at least 1",
+            ));
+        }
+        if self.group.offsets_topic_partitions < 1 {
+            return Err(invalid(
+                "offsets.topic.num.partitions",
+                "must be at least 1",
+            ));
+        }
+        if self.group.min_session_timeout_ms > self.group.max_session_timeout_ms {
+            return Err(invalid(
+                "group.min.session.timeout.ms",
+                "must not exceed group.max.session.timeout.ms",
             ));
         }
         if self.queued_max_request_bytes < self.socket_request_max_bytes {
@@ -303,6 +344,34 @@ impl BrokerConfig {
             (
                 "log.retention.check.interval.ms".to_string(),
                 self.retention_check_interval_ms.to_string(),
+            ),
+            (
+                "group.min.session.timeout.ms".to_string(),
+                self.group.min_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms".to_string(),
+                self.group.max_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.initial.rebalance.delay.ms".to_string(),
+                self.group.initial_rebalance_delay_ms.to_string(),
+            ),
+            (
+                "group.max.size".to_string(),
+                self.group.max_size.to_string(),
+            ),
+            (
+                "offset.metadata.max.bytes".to_string(),
+                self.group.offset_metadata_max_bytes.to_string(),
+            ),
+            (
+                "offsets.retention.minutes".to_string(),
+                (self.group.offsets_retention_ms / 60_000).to_string(),
+            ),
+            (
+                "offsets.topic.num.partitions".to_string(),
+                self.group.offsets_topic_partitions.to_string(),
             ),
         ];
         for entry in self.topic_defaults.describe(&BTreeMap::new()) {

@@ -148,6 +148,12 @@ fn append(
             format!("topic-partition {topic}-{index} does not exist"),
         ));
     };
+    if crate::broker::topics::INTERNAL_TOPICS.contains(&topic) {
+        return Err(Rejection::new(
+            code(KafkaError::InvalidTopicException),
+            format!("Cannot append to internal topic {topic}"),
+        ));
+    }
     let Some(records) = records else {
         return Err(Rejection::new(
             code(KafkaError::InvalidRecord),

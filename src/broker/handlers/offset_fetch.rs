@@ -1,0 +1,112 @@
+//! OffsetFetch (key 9), v1-9: one group (v1-7, all partitions with a null topic list from
+//! v2) or several groups per request (v8+).
+
+use std::sync::Arc;
+
+use proto_kafka::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use proto_kafka::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse};
+
+use super::{str_bytes, topic_name};
+use crate::broker::dispatch::{Handled, RequestContext};
+use crate::broker::Broker;
+use crate::coordinator::group::FetchedOffset;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: OffsetFetchRequest,
+) -> Handled<OffsetFetchResponse> {
+    let version = ctx.api_version;
+    let mut response = OffsetFetchResponse::default();
+    if version >= 8 {
+        response.groups = request
+            .groups
+            .iter()
+            .map(|group| {
+                let wanted: Option<Vec<(String, Vec<i32>)>> = group.topics.as_ref().map(|topics| {
+                    topics
+                        .iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let fetched = broker
+                    .groups
+                    .fetch_offsets(group.group_id.0.as_str(), wanted.as_deref());
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(GroupId(group.group_id.0.clone()))
+                    .with_topics(group_topics_v8(fetched))
+            })
+            .collect();
+    } else {
+        let wanted: Option<Vec<(String, Vec<i32>)>> = request.topics.as_ref().map(|topics| {
+            topics
+                .iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                .collect()
+        });
+        let fetched = broker
+            .groups
+            .fetch_offsets(request.group_id.0.as_str(), wanted.as_deref());
+        response.topics = group_topics(fetched, version);
+    }
+    Handled::Now(response)
+}
+
+fn group_by_topic(fetched: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset>)> {
+    let mut grouped: Vec<(String, Vec<FetchedOffset>)> = Vec::new();
+    for offset in fetched {
+        match grouped.iter_mut().find(|(t, _)| *t == offset.topic) {
+            Some((_, list)) => list.push(offset),
+            None => grouped.push((offset.topic.clone(), vec![offset])),
+        }
+    }
+    grouped
+}
+
+fn group_topics(fetched: Vec<FetchedOffset>, version: i16) -> Vec<OffsetFetchResponseTopic> {
+    group_by_topic(fetched)
+        .into_iter()
+        .map(|(topic, offsets)| {
+            let partitions = offsets
+                .into_iter()
+                .map(|o| {
+                    let mut p = OffsetFetchResponsePartition::default()
+                        .with_partition_index(o.partition)
+                        .with_committed_offset(o.offset)
+                        .with_metadata(Some(str_bytes(&o.metadata)));
+                    if version >= 5 {
+                        p.committed_leader_epoch = o.leader_epoch;
+                    }
+                    p
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(topic_name(&topic))
+                .with_partitions(partitions)
+        })
+        .collect()
+}
+
+fn group_topics_v8(fetched: Vec<FetchedOffset>) -> Vec<OffsetFetchResponseTopics> {
+    group_by_topic(fetched)
+        .into_iter()
+        .map(|(topic, offsets)| {
+            let partitions = offsets
+                .into_iter()
+                .map(|o| {
+                    OffsetFetchResponsePartitions::default()
+                        .with_partition_index(o.partition)
+                        .with_committed_offset(o.offset)
+                        .with_committed_leader_epoch(o.leader_epoch)
+                        .with_metadata(Some(str_bytes(&o.metadata)))
+                })
+                .collect();
+            OffsetFetchResponseTopics::default()
+                .with_name(topic_name(&topic))
+                .with_partitions(partitions)
+        })
+        .collect()
+}

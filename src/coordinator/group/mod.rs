@@ -1,0 +1,206 @@
+//! Kafka's classic group coordinator: membership and rebalancing (JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup), committed offsets, and the admin views (DescribeGroups,
+//! ListGroups, DeleteGroups, OffsetDelete).
+//!
+//! Design:
+//! * All groups live in one map behind one mutex; every operation is short and in memory,
+//!   except appends to `__consumer_offsets`, which are a single `pwrite` each.
+//! * Parked JoinGroup and SyncGroup requests hold a `oneshot` sender in their member; the
+//!   coordinator answers them when the join or sync phase completes or fails.
+//! * Time is a parameter (`now_ms`): the broker calls [`GroupCoordinator::tick`] every
+//!   100 ms to expire sessions, end join and sync phases, and expire offsets. Tests drive
+//!   the clock directly.
+//! * State is rebuilt at startup by replaying `__consumer_offsets` ([`GroupCoordinator::load`])
+//!   in Kafka's record formats (`records.rs`).
+
+mod admin;
+pub mod consumer_protocol;
+mod join;
+mod membership;
+mod offsets;
+pub mod records;
+pub mod state;
+pub mod types;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use records::{GroupRecord, MemberValue};
+use state::{Group, GroupState, Member};
+pub use types::*;
+
+struct Inner {
+    groups: HashMap<String, Group>,
+    /// When offsets were last checked for expiry.
+    last_retention_check_ms: i64,
+}
+
+/// The group coordinator of this broker (it coordinates every group).
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    log: Arc<dyn GroupLog>,
+    inner: Mutex<Inner>,
+}
+
+/// A fresh member id, as Kafka makes them: `client.id` + "-" + a UUID.
+fn new_member_id(client_id: &str) -> String {
+    format!("{client_id}-{}", Uuid::new_v4())
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig, log: Arc<dyn GroupLog>) -> GroupCoordinator {
+        GroupCoordinator {
+            config,
+            log,
+            inner: Mutex::new(Inner {
+                groups: HashMap::new(),
+                last_retention_check_ms: 0,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Coordinator code does not panic on input; a poisoned lock means a bug, and
+        // continuing could hand out inconsistent assignments.
+        self.inner
+            .lock()
+            .expect("group coordinator lock poisoned by an earlier panic")
+    }
+
+    /// Writes records for `group_id` to its `__consumer_offsets` partition.
+    fn persist(&self, group_id: &str, records: &[KeyValue]) -> Result<DurableFuture, GroupError> {
+        let partition = records::partition_for(group_id, self.log.partitions());
+        self.log.append(partition, records).map_err(|err| {
+            warn!(
+                group = group_id,
+                "writing to __consumer_offsets failed: {err}"
+            );
+            GroupError::StorageFailure
+        })
+    }
+
+    /// Persists a group's metadata (members, generation, assignment).
+    fn persist_group(&self, group: &Group) -> Result<(), GroupError> {
+        let value = records::group_value(&group.to_value());
+        self.persist(&group.id, &[(records::group_key(&group.id), Some(value))])
+            .map(drop)
+    }
+
+    /// Rebuilds all groups and offsets from `__consumer_offsets`.
+    pub fn load(&self, now_ms: i64) -> Result<(), String> {
+        let mut inner = self.lock();
+        let mut malformed = 0usize;
+        for partition in 0..self.log.partitions() {
+            self.log.replay(
+                partition,
+                &mut |key, value| match records::decode(key, value) {
+                    Ok(Some(record)) => apply_record(&mut inner.groups, record, now_ms),
+                    Ok(None) => {}
+                    Err(_) => malformed += 1,
+                },
+            )?;
+        }
+        if malformed > 0 {
+            warn!(
+                records = malformed,
+                "skipped malformed __consumer_offsets records"
+            );
+        }
+        inner
+            .groups
+            .retain(|_, g| !(g.members.is_empty() && g.offsets.is_empty()));
+        let members: usize = inner.groups.values().map(|g| g.members.len()).sum();
+        info!(
+            groups = inner.groups.len(),
+            members, "loaded consumer groups"
+        );
+        inner.last_retention_check_ms = now_ms;
+        Ok(())
+    }
+}
+
+/// Applies one replayed record to the group map.
+fn apply_record(groups: &mut HashMap<String, Group>, record: GroupRecord, now_ms: i64) {
+    match record {
+        GroupRecord::Offset {
+            group,
+            topic,
+            partition,
+            value,
+        } => {
+            let entry = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now_ms));
+            match value {
+                Some(value) => {
+                    entry.offsets.insert((topic, partition), value);
+                }
+                None => {
+                    entry.offsets.remove(&(topic, partition));
+                }
+            }
+        }
+        GroupRecord::Group { group, value } => {
+            let entry = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now_ms));
+            let offsets = std::mem::take(&mut entry.offsets);
+            *entry = Group::new(&group, now_ms);
+            entry.offsets = offsets;
+            let Some(value) = value else { return };
+            entry.protocol_type = Some(value.protocol_type).filter(|t| !t.is_empty());
+            entry.protocol_name = value.protocol;
+            entry.generation_id = value.generation;
+            entry.leader_id = value.leader;
+            if value.current_state_timestamp >= 0 {
+                entry.state_since_ms = value.current_state_timestamp;
+            }
+            let protocol = entry.protocol_name.clone().unwrap_or_default();
+            let protocol_type = entry.protocol_type.clone().unwrap_or_default();
+            for m in value.members {
+                if let Some(instance) = &m.group_instance_id {
+                    entry
+                        .static_members
+                        .insert(instance.clone(), m.member_id.clone());
+                }
+                entry
+                    .members
+                    .push(restored_member(m, &protocol, &protocol_type, now_ms));
+            }
+            let state = if entry.members.is_empty() {
+                GroupState::Empty
+            } else {
+                GroupState::Stable
+            };
+            entry.state = state;
+        }
+    }
+}
+
+fn restored_member(m: MemberValue, protocol: &str, protocol_type: &str, now_ms: i64) -> Member {
+    Member {
+        member_id: m.member_id,
+        group_instance_id: m.group_instance_id,
+        client_id: m.client_id,
+        client_host: m.client_host,
+        session_timeout_ms: m.session_timeout_ms,
+        rebalance_timeout_ms: m.rebalance_timeout_ms,
+        protocol_type: protocol_type.to_string(),
+        protocols: vec![(protocol.to_string(), m.subscription.into())],
+        assignment: m.assignment.into(),
+        awaiting_join: None,
+        awaiting_sync: None,
+        heartbeat_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
+        supports_skip_assignment: false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,245 @@
+//! Committed offsets: OffsetCommit validation (Kafka's `ClassicGroup.validateOffsetCommit`),
+//! OffsetFetch, OffsetDelete, and expiry of the offsets of groups that stayed empty past
+//! `offsets.retention.minutes` (KIP-211).
+//!
+//! Rules worth knowing:
+//! * Commits with generation -1 and no member id are accepted from outside the group
+//!   protocol only while the group is Empty (simple consumers, admin resets); they create the
+//!   group if needed.
+//! * During PreparingRebalance a member of the current generation may still commit: a
+//!   cooperative consumer keeps processing the partitions it keeps (KIP-429). During
+//!   CompletingRebalance commits get REBALANCE_IN_PROGRESS and are retried.
+//! * A commit is answered only after its records are appended (and, in durable mode,
+//!   fsynced); offsets become visible to OffsetFetch when appended.
+
+use tracing::info;
+
+use super::records::{self, OffsetValue};
+use super::state::{Group, GroupState};
+use super::types::*;
+use super::GroupCoordinator;
+
+impl GroupCoordinator {
+    /// Handles OffsetCommit. `partition_exists` tells whether a topic partition exists.
+    pub fn commit_offsets(
+        &self,
+        request: CommitRequest,
+        partition_exists: &dyn Fn(&str, i32) -> bool,
+        now_ms: i64,
+    ) -> Result<CommitOutcome, GroupError> {
+        let mut inner = self.lock();
+        let outside_protocol = request.generation_id < 0 && request.member_id.is_empty();
+        if !inner.groups.contains_key(&request.group_id) {
+            if !outside_protocol {
+                return Err(if request.unknown_group_is_not_found {
+                    GroupError::GroupIdNotFound
+                } else {
+                    GroupError::IllegalGeneration
+                });
+            }
+            inner.groups.insert(
+                request.group_id.clone(),
+                Group::new(&request.group_id, now_ms),
+            );
+        }
+        let group = inner
+            .groups
+            .get_mut(&request.group_id)
+            .expect("inserted above");
+        validate_commit(group, &request)?;
+        let mut results = Vec::with_capacity(request.offsets.len());
+        let mut records_to_write = Vec::new();
+        let mut accepted = Vec::new();
+        for commit in &request.offsets {
+            let metadata = commit.metadata.clone().unwrap_or_default();
+            let error = if !partition_exists(&commit.topic, commit.partition) {
+                Some(GroupError::UnknownTopicOrPartition)
+            } else if metadata.len() > self.config.offset_metadata_max_bytes {
+                Some(GroupError::OffsetMetadataTooLarge)
+            } else {
+                let value = OffsetValue {
+                    offset: commit.offset,
+                    leader_epoch: commit.leader_epoch,
+                    metadata,
+                    commit_timestamp: now_ms,
+                };
+                let key = records::offset_key(&request.group_id, &commit.topic, commit.partition);
+                records_to_write.push((key, Some(records::offset_value(&value))));
+                accepted.push(((commit.topic.clone(), commit.partition), value));
+                None
+            };
+            results.push((commit.topic.clone(), commit.partition, error));
+        }
+        if records_to_write.is_empty() {
+            return Ok(CommitOutcome {
+                results,
+                durable: None,
+            });
+        }
+        let durable = match self.persist(&request.group_id, &records_to_write) {
+            Ok(durable) => durable,
+            Err(err) => {
+                for result in &mut results {
+                    result.2 = result.2.or(Some(err));
+                }
+                return Ok(CommitOutcome {
+                    results,
+                    durable: None,
+                });
+            }
+        };
+        let group = inner.groups.get_mut(&request.group_id).expect("present");
+        group.offsets.extend(accepted);
+        Ok(CommitOutcome {
+            results,
+            durable: Some(durable),
+        })
+    }
+
+    /// Handles OffsetFetch for one group: the requested partitions (or, with `None`, every
+    /// committed one). Partitions without a committed offset report -1.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<&[(String, Vec<i32>)]>,
+    ) -> Vec<FetchedOffset> {
+        let inner = self.lock();
+        let group = inner.groups.get(group_id);
+        let fetched = |topic: &str, partition: i32| {
+            let value = group.and_then(|g| g.offsets.get(&(topic.to_string(), partition)));
+            FetchedOffset {
+                topic: topic.to_string(),
+                partition,
+                offset: value.map_or(-1, |v| v.offset),
+                leader_epoch: value.map_or(-1, |v| v.leader_epoch),
+                metadata: value.map(|v| v.metadata.clone()).unwrap_or_default(),
+            }
+        };
+        match partitions {
+            Some(wanted) => wanted
+                .iter()
+                .flat_map(|(topic, ps)| ps.iter().map(move |p| (topic, *p)))
+                .map(|(topic, p)| fetched(topic, p))
+                .collect(),
+            None => group
+                .map(|g| g.offsets.keys().map(|(t, p)| fetched(t, *p)).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Handles OffsetDelete: removes committed offsets of partitions the group does not
+    /// consume. Per partition, `None` or the error.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+        subscribed_topics: &dyn Fn(&[u8]) -> Option<Vec<String>>,
+    ) -> Result<Vec<Option<GroupError>>, GroupError> {
+        let mut inner = self.lock();
+        let group = inner
+            .groups
+            .get_mut(group_id)
+            .ok_or(GroupError::GroupIdNotFound)?;
+        if group.state == GroupState::Dead {
+            return Err(GroupError::GroupIdNotFound);
+        }
+        let subscribed: Vec<String> = if group.members.is_empty() {
+            Vec::new()
+        } else if group.protocol_type.as_deref() == Some("consumer") {
+            let protocol = group.protocol_name.clone().unwrap_or_default();
+            group
+                .members
+                .iter()
+                .filter_map(|m| subscribed_topics(&m.metadata_for(&protocol)))
+                .flatten()
+                .collect()
+        } else {
+            return Err(GroupError::NonEmptyGroup);
+        };
+        let mut results = Vec::with_capacity(partitions.len());
+        let mut tombstones = Vec::new();
+        for (topic, partition) in partitions {
+            if subscribed.contains(topic) {
+                results.push(Some(GroupError::GroupSubscribedToTopic));
+                continue;
+            }
+            if group.offsets.remove(&(topic.clone(), *partition)).is_some() {
+                tombstones.push((records::offset_key(group_id, topic, *partition), None));
+            }
+            results.push(None);
+        }
+        if !tombstones.is_empty() {
+            let group_id = group.id.clone();
+            drop(inner);
+            self.persist(&group_id, &tombstones).map(drop)?;
+        }
+        Ok(results)
+    }
+
+    /// Expires offsets: for a group with a protocol, all of them once it has been Empty for
+    /// the retention time; for a group committing from outside the protocol, each offset
+    /// once it is older than the retention time. A group left without offsets or members
+    /// is deleted.
+    pub(super) fn expire_offsets(&self, group: &mut Group, now_ms: i64) {
+        if group.state != GroupState::Empty {
+            return;
+        }
+        let retention = self.config.offsets_retention_ms;
+        let expired: Vec<(String, i32)> = if group.protocol_type.is_some() {
+            if now_ms - group.state_since_ms < retention {
+                return;
+            }
+            group.offsets.keys().cloned().collect()
+        } else {
+            group
+                .offsets
+                .iter()
+                .filter(|(_, v)| now_ms - v.commit_timestamp >= retention)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        if expired.is_empty() {
+            return;
+        }
+        let mut tombstones: Vec<KeyValue> = expired
+            .iter()
+            .map(|(topic, partition)| (records::offset_key(&group.id, topic, *partition), None))
+            .collect();
+        for key in &expired {
+            group.offsets.remove(key);
+        }
+        if group.offsets.is_empty() && group.members.is_empty() {
+            tombstones.push((records::group_key(&group.id), None));
+            group.transition(GroupState::Dead, now_ms);
+        }
+        info!(group = %group.id, offsets = expired.len(), "expired committed offsets");
+        let _ = self.persist(&group.id, &tombstones);
+    }
+}
+
+/// Kafka's commit validation for classic groups.
+fn validate_commit(group: &Group, request: &CommitRequest) -> Result<(), GroupError> {
+    if group.state == GroupState::Dead {
+        return Err(GroupError::CoordinatorNotAvailable);
+    }
+    let outside_protocol = request.generation_id < 0 && request.member_id.is_empty();
+    if outside_protocol && group.state == GroupState::Empty {
+        return Ok(());
+    }
+    if request.generation_id >= 0
+        || !request.member_id.is_empty()
+        || request.group_instance_id.is_some()
+    {
+        group.check_static(&request.member_id, request.group_instance_id.as_deref())?;
+        if !group.has_member(&request.member_id) {
+            return Err(GroupError::UnknownMemberId);
+        }
+    }
+    if request.generation_id != group.generation_id {
+        return Err(GroupError::IllegalGeneration);
+    }
+    if group.state == GroupState::CompletingRebalance {
+        return Err(GroupError::RebalanceInProgress);
+    }
+    Ok(())
+}
