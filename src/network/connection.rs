@@ -3,8 +3,13 @@
 //! produce) never stops the next request from being read and started.
 //!
 //! Memory bound: a frame's size is checked against `max_frame_bytes` before anything is
-//! allocated, and its bytes are reserved from a broker-wide semaphore
-//! (`queued.max.request.bytes`) until its handler's synchronous phase is done.
+//! allocated. A frame larger than `UNRESERVED_FRAME_BYTES` has its bytes reserved from a
+//! broker-wide semaphore (`queued.max.request.bytes`) until its handler's synchronous phase
+//! is done; smaller frames are not reserved (a connection reads one frame at a time, so they
+//! are bounded by `max.connections` × `UNRESERVED_FRAME_BYTES`, like the read buffer) and so
+//! never queue behind large bodies that are still arriving. Waiting for a reservation and
+//! waiting for body bytes are both bounded by `connections.max.idle.ms`, so a client that
+//! announces a large frame and stalls loses its connection and its reservation.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +27,10 @@ use crate::broker::dispatch::{dispatch, Reply};
 use crate::broker::Broker;
 use crate::protocol::decode_request_header;
 
+/// Frames up to this many bytes are read without a `queued.max.request.bytes` reservation
+/// (the same size as a connection's read buffer).
+pub const UNRESERVED_FRAME_BYTES: usize = 64 * 1024;
+
 /// Why reading a frame stopped.
 #[derive(Debug)]
 enum FrameError {
@@ -30,7 +39,17 @@ enum FrameError {
         max_frame_bytes: usize,
     },
     Io(std::io::Error),
+    /// No request started within `connections.max.idle.ms`.
     Idle,
+    /// A frame's reservation was not granted within `connections.max.idle.ms`.
+    MemoryWait {
+        frame_bytes: usize,
+    },
+    /// A frame's body stopped arriving for `connections.max.idle.ms`.
+    BodyStalled {
+        frame_bytes: usize,
+        received_bytes: usize,
+    },
 }
 
 impl std::fmt::Display for FrameError {
@@ -42,6 +61,16 @@ impl std::fmt::Display for FrameError {
             ),
             FrameError::Io(err) => write!(f, "read failed: {err}"),
             FrameError::Idle => write!(f, "idle for longer than connections.max.idle.ms"),
+            FrameError::MemoryWait { frame_bytes } => write!(
+                f,
+                "request frame of {frame_bytes} bytes waited longer than connections.max.idle.ms \
+                 for queued.max.request.bytes"
+            ),
+            FrameError::BodyStalled { frame_bytes, received_bytes } => write!(
+                f,
+                "request frame of {frame_bytes} bytes stalled after {received_bytes} bytes for \
+                 longer than connections.max.idle.ms"
+            ),
         }
     }
 }
@@ -51,7 +80,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     limits: &ConnectionLimits,
     memory: &Arc<Semaphore>,
-) -> Result<Option<(BytesMut, OwnedSemaphorePermit)>, FrameError> {
+) -> Result<Option<(BytesMut, Option<OwnedSemaphorePermit>)>, FrameError> {
     let mut size_bytes = [0u8; 4];
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     match tokio::time::timeout(idle, reader.read_exact(&mut size_bytes)).await {
@@ -73,18 +102,42 @@ async fn read_frame<R: AsyncRead + Unpin>(
             max_frame_bytes: limits.max_frame_bytes,
         });
     }
-    // max_frame_bytes <= queued.max.request.bytes <= u32::MAX (checked at startup), so the
-    // permit request always fits and can always be granted eventually.
-    let permits = u32::try_from(size.max(1)).unwrap_or(u32::MAX);
-    let permit = Arc::clone(memory)
-        .acquire_many_owned(permits)
-        .await
-        .map_err(|_| FrameError::Io(std::io::Error::other("broker shutting down")))?;
-    let mut frame = BytesMut::zeroed(size);
-    reader
-        .read_exact(&mut frame)
-        .await
-        .map_err(FrameError::Io)?;
+    let permit = if size <= UNRESERVED_FRAME_BYTES {
+        None
+    } else {
+        // max_frame_bytes <= queued.max.request.bytes (checked at startup) and size fits an
+        // i32, so the permit request always fits and can always be granted eventually.
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        let acquire = Arc::clone(memory).acquire_many_owned(permits);
+        match tokio::time::timeout(idle, acquire).await {
+            Err(_) => return Err(FrameError::MemoryWait { frame_bytes: size }),
+            Ok(Err(_)) => {
+                return Err(FrameError::Io(std::io::Error::other(
+                    "broker shutting down",
+                )))
+            }
+            Ok(Ok(permit)) => Some(permit),
+        }
+    };
+    // Pages are touched as bytes arrive, not up front.
+    let mut frame = BytesMut::with_capacity(size);
+    while frame.len() < size {
+        let remaining = (size - frame.len()) as u64;
+        let mut body = (&mut *reader).take(remaining);
+        match tokio::time::timeout(idle, body.read_buf(&mut frame)).await {
+            Err(_) => {
+                return Err(FrameError::BodyStalled {
+                    frame_bytes: size,
+                    received_bytes: frame.len(),
+                })
+            }
+            Ok(Ok(0)) => {
+                return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(FrameError::Io(err)),
+        }
+    }
     Ok(Some((frame, permit)))
 }
 
