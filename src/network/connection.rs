@@ -10,6 +10,11 @@
 //! never queue behind large bodies that are still arriving. Waiting for a reservation and
 //! waiting for body bytes are both bounded by `connections.max.idle.ms`, so a client that
 //! announces a large frame and stalls loses its connection and its reservation.
+//!
+//! Responses waiting to be written are bounded per connection by
+//! `MAX_QUEUED_RESPONSE_BYTES` (the reader stops reading requests until the client has read
+//! earlier responses; one larger response may wait alone), and a client that reads nothing
+//! for `connections.max.idle.ms` while responses wait is disconnected.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +35,11 @@ use crate::protocol::decode_request_header;
 /// Frames up to this many bytes are read without a `queued.max.request.bytes` reservation
 /// (the same size as a connection's read buffer).
 pub const UNRESERVED_FRAME_BYTES: usize = 64 * 1024;
+
+/// Encoded responses one connection may hold waiting to be written, in bytes. Beyond this
+/// the connection reads no further requests until the client reads; a single response
+/// larger than this (a fetch of up to `fetch.max.bytes`) waits alone.
+pub const MAX_QUEUED_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Why reading a frame stopped.
 #[derive(Debug)]
@@ -154,8 +164,10 @@ pub async fn serve(
         debug!(%peer, "cannot set TCP_NODELAY: {err}");
     }
     let (read_half, write_half) = stream.into_split();
-    let (replies, pending) = mpsc::channel::<Reply>(limits.max_inflight_requests);
-    let writer = tokio::spawn(write_replies(write_half, pending, peer));
+    let (replies, pending) = mpsc::channel::<Queued>(limits.max_inflight_requests);
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let writer = tokio::spawn(write_replies(write_half, pending, peer, idle));
+    let response_budget = Arc::new(Semaphore::new(MAX_QUEUED_RESPONSE_BYTES));
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     loop {
         let frame = tokio::select! {
@@ -184,7 +196,23 @@ pub async fn serve(
         let reply = dispatch(&broker, request, peer);
         drop(permit);
         let close = matches!(reply, Reply::Close(_));
-        if replies.send(reply).await.is_err() || close {
+        // Wait until the client has read enough earlier responses (the writer releases
+        // these permits as it writes, or all of them when it stops).
+        let reservation = match &reply {
+            Reply::Ready(Ok(frame)) => {
+                let permits = frame.len().clamp(1, MAX_QUEUED_RESPONSE_BYTES) as u32;
+                let acquire = Arc::clone(&response_budget).acquire_many_owned(permits);
+                tokio::select! {
+                    acquired = acquire => match acquired {
+                        Ok(reservation) => Some(reservation),
+                        Err(_) => break,
+                    },
+                    _ = shutdown.changed() => break,
+                }
+            }
+            _ => None,
+        };
+        if replies.send((reply, reservation)).await.is_err() || close {
             break;
         }
     }
@@ -194,15 +222,63 @@ pub async fn serve(
     }
 }
 
+/// A reply on its way to the writer, with its share of the response budget.
+type Queued = (Reply, Option<OwnedSemaphorePermit>);
+
+/// Writes all of `bytes`, failing if the client accepts nothing for `idle`.
+async fn write_within(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    mut bytes: &[u8],
+    idle: Duration,
+) -> std::io::Result<()> {
+    let stalled = || {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "client read no response for longer than connections.max.idle.ms",
+        )
+    };
+    while !bytes.is_empty() {
+        match tokio::time::timeout(idle, writer.write(bytes)).await {
+            Err(_) => return Err(stalled()),
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(err)) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+async fn flush_within(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    idle: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(idle, writer.flush()).await {
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "client read no response for longer than connections.max.idle.ms",
+        )),
+        Ok(result) => result,
+    }
+}
+
+fn log_write_error(peer: SocketAddr, err: &std::io::Error) {
+    if err.kind() == std::io::ErrorKind::TimedOut {
+        warn!(%peer, "closing connection: {err}");
+    } else {
+        debug!(%peer, "write failed: {err}");
+    }
+}
+
 /// Writes responses in request order, awaiting pending ones, batching writes while more
 /// responses are queued.
 async fn write_replies(
     write_half: OwnedWriteHalf,
-    mut pending: mpsc::Receiver<Reply>,
+    mut pending: mpsc::Receiver<Queued>,
     peer: SocketAddr,
+    idle: Duration,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
-    while let Some(reply) = pending.recv().await {
+    while let Some((reply, reservation)) = pending.recv().await {
         let frame = match reply {
             Reply::Ready(frame) => frame,
             Reply::Pending(future) => future.await,
@@ -219,17 +295,19 @@ async fn write_replies(
                 break;
             }
         };
-        if let Err(err) = writer.write_all(&frame).await {
-            debug!(%peer, "write failed: {err}");
+        if let Err(err) = write_within(&mut writer, &frame, idle).await {
+            log_write_error(peer, &err);
             return;
         }
+        drop(reservation);
         if pending.is_empty() {
-            if let Err(err) = writer.flush().await {
-                debug!(%peer, "write failed: {err}");
+            if let Err(err) = flush_within(&mut writer, idle).await {
+                log_write_error(peer, &err);
                 return;
             }
         }
     }
-    let _ = writer.flush().await;
-    let _ = writer.shutdown().await;
+    if flush_within(&mut writer, idle).await.is_ok() {
+        let _ = tokio::time::timeout(idle, writer.shutdown()).await;
+    }
 }
