@@ -58,8 +58,9 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     /// `socket.request.max.bytes`: largest request frame accepted.
     pub socket_request_max_bytes: usize,
-    /// `queued.max.request.bytes`: request bytes held in memory across all connections
-    /// (Kafka's default is unbounded; Ferry's is 512 MiB).
+    /// `queued.max.request.bytes`: bytes of request frames larger than 64 KiB held in memory
+    /// across all connections (Kafka's default is unbounded; Ferry's is 512 MiB). Smaller
+    /// frames are bounded per connection instead (see `network::connection`).
     pub queued_max_request_bytes: usize,
     /// `max.connections`: open client connections (Ferry default 10,000).
     pub max_connections: usize,

@@ -3,8 +3,18 @@
 //! produce) never stops the next request from being read and started.
 //!
 //! Memory bound: a frame's size is checked against `max_frame_bytes` before anything is
-//! allocated, and its bytes are reserved from a broker-wide semaphore
-//! (`queued.max.request.bytes`) until its handler's synchronous phase is done.
+//! allocated. A frame larger than `UNRESERVED_FRAME_BYTES` has its bytes reserved from a
+//! broker-wide semaphore (`queued.max.request.bytes`) until its handler's synchronous phase
+//! is done; smaller frames are not reserved (a connection reads one frame at a time, so they
+//! are bounded by `max.connections` × `UNRESERVED_FRAME_BYTES`, like the read buffer) and so
+//! never queue behind large bodies that are still arriving. Waiting for a reservation and
+//! waiting for body bytes are both bounded by `connections.max.idle.ms`, so a client that
+//! announces a large frame and stalls loses its connection and its reservation.
+//!
+//! Responses waiting to be written are bounded per connection by
+//! `MAX_QUEUED_RESPONSE_BYTES` (the reader stops reading requests until the client has read
+//! earlier responses; one larger response may wait alone), and a client that reads nothing
+//! for `connections.max.idle.ms` while responses wait is disconnected.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +32,15 @@ use crate::broker::dispatch::{dispatch, Reply};
 use crate::broker::Broker;
 use crate::protocol::decode_request_header;
 
+/// Frames up to this many bytes are read without a `queued.max.request.bytes` reservation
+/// (the same size as a connection's read buffer).
+pub const UNRESERVED_FRAME_BYTES: usize = 64 * 1024;
+
+/// Encoded responses one connection may hold waiting to be written, in bytes. Beyond this
+/// the connection reads no further requests until the client reads; a single response
+/// larger than this (a fetch of up to `fetch.max.bytes`) waits alone.
+pub const MAX_QUEUED_RESPONSE_BYTES: usize = 1024 * 1024;
+
 /// Why reading a frame stopped.
 #[derive(Debug)]
 enum FrameError {
@@ -30,7 +49,17 @@ enum FrameError {
         max_frame_bytes: usize,
     },
     Io(std::io::Error),
+    /// No request started within `connections.max.idle.ms`.
     Idle,
+    /// A frame's reservation was not granted within `connections.max.idle.ms`.
+    MemoryWait {
+        frame_bytes: usize,
+    },
+    /// A frame's body stopped arriving for `connections.max.idle.ms`.
+    BodyStalled {
+        frame_bytes: usize,
+        received_bytes: usize,
+    },
 }
 
 impl std::fmt::Display for FrameError {
@@ -42,6 +71,16 @@ impl std::fmt::Display for FrameError {
             ),
             FrameError::Io(err) => write!(f, "read failed: {err}"),
             FrameError::Idle => write!(f, "idle for longer than connections.max.idle.ms"),
+            FrameError::MemoryWait { frame_bytes } => write!(
+                f,
+                "request frame of {frame_bytes} bytes waited longer than connections.max.idle.ms \
+                 for queued.max.request.bytes"
+            ),
+            FrameError::BodyStalled { frame_bytes, received_bytes } => write!(
+                f,
+                "request frame of {frame_bytes} bytes stalled after {received_bytes} bytes for \
+                 longer than connections.max.idle.ms"
+            ),
         }
     }
 }
@@ -51,7 +90,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     limits: &ConnectionLimits,
     memory: &Arc<Semaphore>,
-) -> Result<Option<(BytesMut, OwnedSemaphorePermit)>, FrameError> {
+) -> Result<Option<(BytesMut, Option<OwnedSemaphorePermit>)>, FrameError> {
     let mut size_bytes = [0u8; 4];
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     match tokio::time::timeout(idle, reader.read_exact(&mut size_bytes)).await {
@@ -73,18 +112,42 @@ async fn read_frame<R: AsyncRead + Unpin>(
             max_frame_bytes: limits.max_frame_bytes,
         });
     }
-    // max_frame_bytes <= queued.max.request.bytes <= u32::MAX (checked at startup), so the
-    // permit request always fits and can always be granted eventually.
-    let permits = u32::try_from(size.max(1)).unwrap_or(u32::MAX);
-    let permit = Arc::clone(memory)
-        .acquire_many_owned(permits)
-        .await
-        .map_err(|_| FrameError::Io(std::io::Error::other("broker shutting down")))?;
-    let mut frame = BytesMut::zeroed(size);
-    reader
-        .read_exact(&mut frame)
-        .await
-        .map_err(FrameError::Io)?;
+    let permit = if size <= UNRESERVED_FRAME_BYTES {
+        None
+    } else {
+        // max_frame_bytes <= queued.max.request.bytes (checked at startup) and size fits an
+        // i32, so the permit request always fits and can always be granted eventually.
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        let acquire = Arc::clone(memory).acquire_many_owned(permits);
+        match tokio::time::timeout(idle, acquire).await {
+            Err(_) => return Err(FrameError::MemoryWait { frame_bytes: size }),
+            Ok(Err(_)) => {
+                return Err(FrameError::Io(std::io::Error::other(
+                    "broker shutting down",
+                )))
+            }
+            Ok(Ok(permit)) => Some(permit),
+        }
+    };
+    // Pages are touched as bytes arrive, not up front.
+    let mut frame = BytesMut::with_capacity(size);
+    while frame.len() < size {
+        let remaining = (size - frame.len()) as u64;
+        let mut body = (&mut *reader).take(remaining);
+        match tokio::time::timeout(idle, body.read_buf(&mut frame)).await {
+            Err(_) => {
+                return Err(FrameError::BodyStalled {
+                    frame_bytes: size,
+                    received_bytes: frame.len(),
+                })
+            }
+            Ok(Ok(0)) => {
+                return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(FrameError::Io(err)),
+        }
+    }
     Ok(Some((frame, permit)))
 }
 
@@ -101,8 +164,10 @@ pub async fn serve(
         debug!(%peer, "cannot set TCP_NODELAY: {err}");
     }
     let (read_half, write_half) = stream.into_split();
-    let (replies, pending) = mpsc::channel::<Reply>(limits.max_inflight_requests);
-    let writer = tokio::spawn(write_replies(write_half, pending, peer));
+    let (replies, pending) = mpsc::channel::<Queued>(limits.max_inflight_requests);
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let writer = tokio::spawn(write_replies(write_half, pending, peer, idle));
+    let response_budget = Arc::new(Semaphore::new(MAX_QUEUED_RESPONSE_BYTES));
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     loop {
         let frame = tokio::select! {
@@ -131,7 +196,23 @@ pub async fn serve(
         let reply = dispatch(&broker, request, peer);
         drop(permit);
         let close = matches!(reply, Reply::Close(_));
-        if replies.send(reply).await.is_err() || close {
+        // Wait until the client has read enough earlier responses (the writer releases
+        // these permits as it writes, or all of them when it stops).
+        let reservation = match &reply {
+            Reply::Ready(Ok(frame)) => {
+                let permits = frame.len().clamp(1, MAX_QUEUED_RESPONSE_BYTES) as u32;
+                let acquire = Arc::clone(&response_budget).acquire_many_owned(permits);
+                tokio::select! {
+                    acquired = acquire => match acquired {
+                        Ok(reservation) => Some(reservation),
+                        Err(_) => break,
+                    },
+                    _ = shutdown.changed() => break,
+                }
+            }
+            _ => None,
+        };
+        if replies.send((reply, reservation)).await.is_err() || close {
             break;
         }
     }
@@ -141,15 +222,63 @@ pub async fn serve(
     }
 }
 
+/// A reply on its way to the writer, with its share of the response budget.
+type Queued = (Reply, Option<OwnedSemaphorePermit>);
+
+/// Writes all of `bytes`, failing if the client accepts nothing for `idle`.
+async fn write_within(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    mut bytes: &[u8],
+    idle: Duration,
+) -> std::io::Result<()> {
+    let stalled = || {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "client read no response for longer than connections.max.idle.ms",
+        )
+    };
+    while !bytes.is_empty() {
+        match tokio::time::timeout(idle, writer.write(bytes)).await {
+            Err(_) => return Err(stalled()),
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(err)) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+async fn flush_within(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    idle: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(idle, writer.flush()).await {
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "client read no response for longer than connections.max.idle.ms",
+        )),
+        Ok(result) => result,
+    }
+}
+
+fn log_write_error(peer: SocketAddr, err: &std::io::Error) {
+    if err.kind() == std::io::ErrorKind::TimedOut {
+        warn!(%peer, "closing connection: {err}");
+    } else {
+        debug!(%peer, "write failed: {err}");
+    }
+}
+
 /// Writes responses in request order, awaiting pending ones, batching writes while more
 /// responses are queued.
 async fn write_replies(
     write_half: OwnedWriteHalf,
-    mut pending: mpsc::Receiver<Reply>,
+    mut pending: mpsc::Receiver<Queued>,
     peer: SocketAddr,
+    idle: Duration,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
-    while let Some(reply) = pending.recv().await {
+    while let Some((reply, reservation)) = pending.recv().await {
         let frame = match reply {
             Reply::Ready(frame) => frame,
             Reply::Pending(future) => future.await,
@@ -166,17 +295,19 @@ async fn write_replies(
                 break;
             }
         };
-        if let Err(err) = writer.write_all(&frame).await {
-            debug!(%peer, "write failed: {err}");
+        if let Err(err) = write_within(&mut writer, &frame, idle).await {
+            log_write_error(peer, &err);
             return;
         }
+        drop(reservation);
         if pending.is_empty() {
-            if let Err(err) = writer.flush().await {
-                debug!(%peer, "write failed: {err}");
+            if let Err(err) = flush_within(&mut writer, idle).await {
+                log_write_error(peer, &err);
                 return;
             }
         }
     }
-    let _ = writer.flush().await;
-    let _ = writer.shutdown().await;
+    if flush_within(&mut writer, idle).await.is_ok() {
+        let _ = tokio::time::timeout(idle, writer.shutdown()).await;
+    }
 }

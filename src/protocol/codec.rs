@@ -9,7 +9,7 @@
 //! decoding, bodies are decoded from `Bytes` (zero-copy for record data), record batches
 //! are never decoded through the crate (Ferry parses batch headers itself, so the crate's
 //! collapsing of repeated record-header keys never touches stored data), and
-//! `tests/hostile_frames.rs` throws random and mutated frames at this decoder and at a live
+//! `tests/it/hostile_frames.rs` throws random and mutated frames at this decoder and at a live
 //! broker.
 
 use std::fmt;

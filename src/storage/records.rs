@@ -250,6 +250,13 @@ pub fn parse_records(
             TimestampType::LogAppendTime => header.max_timestamp,
             TimestampType::CreateTime => header.base_timestamp.wrapping_add(timestamp_delta),
         };
+        // Records are not parsed on produce, so the delta is whatever the client wrote;
+        // outside the batch's own range it is malformed (and must not overflow the add).
+        if !(0..=i64::from(header.last_offset_delta)).contains(&offset_delta) {
+            return Err(RecordsError::Malformed {
+                reason: "record offset delta outside its batch",
+            });
+        }
         out.push(Record {
             offset: header.base_offset + offset_delta,
             timestamp,
@@ -471,5 +478,41 @@ mod tests {
         assert_eq!(parsed[1].value.as_deref(), Some(&b""[..]));
         assert_eq!(parsed[2].value, None);
         assert_eq!((parsed[2].offset, parsed[2].timestamp), (12, 77));
+    }
+
+    #[test]
+    fn offset_deltas_outside_the_batch_are_malformed() {
+        // One record, appended at a high offset; its delta is rewritten to i64::MAX
+        // (zigzag varint of 10 bytes) and then to 1 (beyond last_offset_delta 0).
+        let batch = build_batch(1 << 40, 0, &[b"abc"]);
+        let header = validate(&batch).unwrap();
+        let records = &batch[BATCH_HEADER_BYTES..];
+        // length varint, attributes, timestamp delta 0, offset delta 0, ...
+        assert_eq!(&records[2..4], &[0, 0]);
+        for delta in [i64::MAX, 1, -1] {
+            let mut zigzag = ((delta << 1) ^ (delta >> 63)) as u64;
+            let mut varint = Vec::new();
+            while zigzag >= 0x80 {
+                varint.push(zigzag as u8 | 0x80);
+                zigzag >>= 7;
+            }
+            varint.push(zigzag as u8);
+            let mut body = records[1..3].to_vec(); // attributes, timestamp delta
+            body.extend_from_slice(&varint);
+            body.extend_from_slice(&records[4..]);
+            let mut area = vec![(body.len() as u8) << 1];
+            area.extend_from_slice(&body);
+            let mut hostile = batch[..BATCH_HEADER_BYTES].to_vec();
+            hostile.extend_from_slice(&area);
+            let mut hostile_header = header;
+            hostile_header.batch_length = (hostile.len() - 12) as i32;
+            assert_eq!(
+                parse_records(&hostile, &hostile_header, 1 << 20),
+                Err(RecordsError::Malformed {
+                    reason: "record offset delta outside its batch"
+                }),
+                "delta {delta}"
+            );
+        }
     }
 }

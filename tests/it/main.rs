@@ -2,6 +2,7 @@
 //! `rdkafka` crate, kafka-python, raw sockets for hostile input).
 
 mod crash;
+mod hostile_frames;
 mod produce_consume;
 mod records;
 mod recovery;

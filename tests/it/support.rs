@@ -92,6 +92,11 @@ impl Broker {
         self.child.try_wait().expect("poll ferry").is_none()
     }
 
+    /// The broker's process id (for reading `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Log lines printed so far (drains them).
     pub fn drain_log(&self) -> Vec<String> {
         self.log_lines.try_iter().collect()

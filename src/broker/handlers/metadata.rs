@@ -10,7 +10,7 @@ use proto_kafka::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use proto_kafka::messages::{BrokerId, MetadataRequest, MetadataResponse};
-use tracing::warn;
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::{str_bytes, topic_name};
@@ -99,6 +99,12 @@ fn named_topic(
             Some(topic) => topic_entry(broker, &topic, version),
             None => error_entry(name, code(KafkaError::LeaderNotAvailable), version),
         },
+        // A name the client got wrong is answered (INVALID_TOPIC_EXCEPTION), not logged at
+        // warn, as in Kafka: one request can name millions of topics.
+        Err(err @ (TopicError::InvalidName { .. } | TopicError::Collides { .. })) => {
+            debug!(topic = name, client = ?ctx.client_id, "not auto-creating topic: {err}");
+            error_entry(name, error_code::from_topic(&err), version)
+        }
         Err(err) => {
             warn!(topic = name, client = ?ctx.client_id, "auto-creating topic failed: {err}");
             error_entry(name, error_code::from_topic(&err), version)

@@ -14,7 +14,7 @@ use proto_kafka::messages::produce_response::{
 use proto_kafka::messages::{ProduceRequest, ProduceResponse};
 use tracing::warn;
 
-use super::str_bytes;
+use super::{str_bytes, topic_name};
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError};
 use crate::broker::partition::{wait_for, Partition};
@@ -95,7 +95,10 @@ pub fn handle(
         }
         responses.push(
             TopicProduceResponse::default()
-                .with_name(topic.name.clone())
+                // A copy: the decoded name is a slice of the request frame, and a response
+                // that waits for durability would keep the whole frame (records included)
+                // alive after its queued.max.request.bytes reservation is released.
+                .with_name(topic_name(name))
                 .with_partition_responses(partitions),
         );
     }
