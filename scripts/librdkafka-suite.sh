@@ -12,7 +12,7 @@
 #                               sub-test declared with SUB_TEST() (not _QUICK) is
 #                               skipped, which empties e.g. 0018/0019/0026/0045/0137
 #       [--kafka-version V]     TEST_KAFKA_VERSION (default $TEST_KAFKA_VERSION or 4.0.0)
-#       [--conf KEY=VALUE]      extra line for tests/test.conf (repeatable), e.g.
+#       [--conf KEY=VALUE]      extra line for the run's test.conf (repeatable), e.g.
 #                               --conf test.timeout.multiplier=2
 #       [--subtests STR]        SUBTESTS=STR: only sub-tests whose name contains STR
 #       [--allow-skipped]       a test that only reports SKIPPED does not fail the run
@@ -23,7 +23,7 @@
 #   cd src/tests && TESTS=<t> TEST_KAFKA_VERSION=<v> ./test-runner -L -E -p1 [-Q] <extra>
 # -L: skip local tests (broker-less / mock-cluster ones, flag TEST_F_LOCAL);
 # -E: skip sockem (socket-emulation) tests; -p1: no parallelism (and no
-# timeout-multiplier bump); -Q only with --quick. test.conf (in src/tests)
+# timeout-multiplier bump); -Q only with --quick. test.conf (next to --out)
 # holds bootstrap.servers plus any --conf lines. The environment is passed
 # through, so TEST_DEBUG=cgrp,fetch, TEST_LEVEL=3 or
 # TEST_CONSUMER_GROUP_PROTOCOL=consumer work; note CI=true makes the runner
@@ -122,7 +122,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SUITE="$ROOT/target/librdkafka-suite"
 SRC="$SUITE/src"
 DEPS="$SUITE/deps"
-LOGS="$SUITE/logs"
 STAMP="$SUITE/build.stamp"
 BUILD_LOG="$SUITE/build.log"
 if [[ -z "$OUT" ]]; then
@@ -131,11 +130,11 @@ elif [[ "$OUT" != /* ]]; then
     OUT="$ORIG_PWD/$OUT"
 fi
 mkdir -p "$SUITE"
-# One run at a time: test.conf and the build tree are shared.
-if command -v flock >/dev/null 2>&1; then
-    exec 9>"$SUITE/.lock"
-    flock -n 9 || die "another librdkafka-suite.sh run holds $SUITE/.lock"
-fi
+# Runs may go in parallel (each against its own broker): only the build is shared, so
+# only the build is serialised (fd 9 holds the lock until do_build returns). Each run
+# keeps its test.conf and logs next to its --out file.
+RUN_DIR="$(dirname "$OUT")/$(basename "$OUT" .md)"
+LOGS="$RUN_DIR/logs"
 
 # ---------------------------------------------------------------------------
 # Locate crate sources through cargo metadata (never a hard-coded registry
@@ -297,7 +296,14 @@ do_build() {
     { echo "$stamp_content"; echo "built_in=$timing | $builtin"; } >"$STAMP"
 }
 
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$SUITE/.build.lock"
+    flock 9
+fi
 do_build
+if command -v flock >/dev/null 2>&1; then
+    exec 9>&-
+fi
 if [[ $BUILD_ONLY -eq 1 ]]; then
     log "--build-only: test runner at $SRC/tests/test-runner"
     exit 0
@@ -307,13 +313,15 @@ fi
 # Run
 # ---------------------------------------------------------------------------
 TESTS_DIR="$SRC/tests"
+mkdir -p "$RUN_DIR"
+TEST_CONF="$RUN_DIR/test.conf"
 # test.conf as tests/README.md describes for "an existing cluster". Keys other
 # than test.* are librdkafka client properties applied to every client.
 {
     echo "# written by scripts/librdkafka-suite.sh"
     echo "bootstrap.servers=$BOOTSTRAP"
     for kv in ${EXTRA_CONF[@]+"${EXTRA_CONF[@]}"}; do echo "$kv"; done
-} >"$TESTS_DIR/test.conf"
+} >"$TEST_CONF"
 
 mkdir -p "$LOGS"
 ROWS="$LOGS/.rows.jsonl"
@@ -340,17 +348,18 @@ for t in "${TESTS_ARR[@]}"; do
         cd "$TESTS_DIR"
         export LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         export TESTS="$t" TEST_KAFKA_VERSION="$KAFKA_VERSION" TEST_REPORT="$tjson"
-        export RDKAFKA_TEST_CONF="$TESTS_DIR/test.conf"
+        export RDKAFKA_TEST_CONF="$TEST_CONF"
         if [[ -n "$SUBTESTS_FILTER" ]]; then export SUBTESTS="$SUBTESTS_FILTER"; fi
         exec timeout -k 10 "$TIMEOUT_S" ${STDBUF[@]+"${STDBUF[@]}"} ./test-runner "${RUN_ARGS[@]}"
     ) >"$tlog" 2>&1 </dev/null; } 2>/dev/null || rc=$?
     end="$(now_s)"
     # Strip ANSI colour codes so the logs read well in any viewer.
     perl -pi -e 's/\e\[[0-9;]*m|\e\(B//g' "$tlog"
-    # Keep per-test stats files (some tests enable statistics) out of the tree.
+    # Per-test stats files (a few tests enable statistics) land in the shared tests
+    # directory; parallel runs may pick up each other's, which only affects these copies.
     if compgen -G "$TESTS_DIR/stats_*.json" >/dev/null; then
         mkdir -p "$LOGS/$t-stats"
-        mv "$TESTS_DIR"/stats_*.json "$LOGS/$t-stats/"
+        mv "$TESTS_DIR"/stats_*.json "$LOGS/$t-stats/" 2>/dev/null || true
     fi
     python3 - "$t" "$rc" "$start" "$end" "$tlog" "$tjson" "$TIMEOUT_S" >>"$ROWS" <<'EOF'
 import json, re, sys

@@ -65,6 +65,7 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     let data_dir = config.data_dir.clone();
     let limits = ConnectionLimits {
         max_frame_bytes: config.socket_request_max_bytes,
+        max_frame_bytes_without_records: config.max_request_bytes_without_records,
         max_inflight_requests: config.max_inflight_requests_per_connection,
         idle_timeout_ms: config.connections_max_idle_ms,
     };

@@ -91,7 +91,7 @@ impl Broker {
     /// Opens the data directory, recovers every log and starts the flusher thread.
     pub fn open(config: BrokerConfig, advertised: Endpoint) -> Result<Arc<Broker>, StorageError> {
         let data_dir = Arc::new(DataDir::open(&config.data_dir, config.node_id)?);
-        if !data_dir.was_clean_shutdown() {
+        if !data_dir.was_clean_shutdown() && !data_dir.is_new() {
             info!(dir = %config.data_dir.display(), "no clean shutdown marker: recovering logs from their recovery points");
         }
         let cluster_id = data_dir.identity().cluster_id.clone();

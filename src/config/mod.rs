@@ -58,6 +58,8 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     /// `socket.request.max.bytes`: largest request frame accepted.
     pub socket_request_max_bytes: usize,
+    /// `ferry.max.request.bytes.without.records`: largest frame of any API but Produce.
+    pub max_request_bytes_without_records: usize,
     /// `queued.max.request.bytes`: bytes of request frames larger than 64 KiB held in memory
     /// across all connections (Kafka's default is unbounded; Ferry's is 512 MiB). Smaller
     /// frames are bounded per connection instead (see `network::connection`).
@@ -92,6 +94,7 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             auto_create_topics_enable: true,
             socket_request_max_bytes: 104_857_600,
+            max_request_bytes_without_records: 2 << 20,
             queued_max_request_bytes: 512 << 20,
             max_connections: 10_000,
             connections_max_idle_ms: 600_000,
@@ -212,6 +215,9 @@ impl BrokerConfig {
             }
             "auto.create.topics.enable" => self.auto_create_topics_enable = parse_bool(key, value)?,
             "socket.request.max.bytes" => self.socket_request_max_bytes = parse_num(key, value)?,
+            "ferry.max.request.bytes.without.records" => {
+                self.max_request_bytes_without_records = parse_num(key, value)?
+            }
             "queued.max.request.bytes" => {
                 let bytes: i64 = parse_num(key, value)?;
                 self.queued_max_request_bytes = if bytes <= 0 {

@@ -31,6 +31,7 @@ use super::ConnectionLimits;
 use crate::broker::dispatch::{dispatch, Reply};
 use crate::broker::Broker;
 use crate::protocol::decode_request_header;
+use proto_kafka::messages::ApiKey;
 
 /// Frames up to this many bytes are read without a `queued.max.request.bytes` reservation
 /// (the same size as a connection's read buffer).
@@ -193,6 +194,18 @@ pub async fn serve(
                 break;
             }
         };
+        let frame_bytes = request.body.len();
+        if request.api_key != ApiKey::Produce
+            && frame_bytes > limits.max_frame_bytes_without_records
+        {
+            warn!(
+                %peer,
+                "closing connection: {:?} request body of {frame_bytes} bytes exceeds \
+                 ferry.max.request.bytes.without.records={}",
+                request.api_key, limits.max_frame_bytes_without_records
+            );
+            break;
+        }
         let reply = dispatch(&broker, request, peer);
         drop(permit);
         let close = matches!(reply, Reply::Close(_));

@@ -10,6 +10,11 @@ pub mod listener;
 pub struct ConnectionLimits {
     /// `socket.request.max.bytes`: larger frames close the connection.
     pub max_frame_bytes: usize,
+    /// `ferry.max.request.bytes.without.records`: the largest frame of any API other than
+    /// Produce. Such requests decode into structures up to ~90 times their size (a
+    /// 100 MiB Metadata request naming 50 million topics would need ~9 GB), so they get a
+    /// much smaller limit than record-carrying requests.
+    pub max_frame_bytes_without_records: usize,
     /// Requests read ahead of their responses per connection.
     pub max_inflight_requests: usize,
     /// `connections.max.idle.ms`: a connection with no request for this long is closed.

@@ -58,6 +58,8 @@ pub struct DataDir {
     identity: DirIdentity,
     /// Whether the previous run ended with a clean shutdown.
     was_clean_shutdown: bool,
+    /// Whether this run created the directory's identity (a fresh data directory).
+    is_new: bool,
 }
 
 /// A UUID in URL-safe base64 without padding (22 characters), as Kafka prints cluster and
@@ -94,6 +96,7 @@ impl DataDir {
                 std::io::Error::new(std::io::ErrorKind::WouldBlock, "already locked"),
             )
         })?;
+        let is_new = !root.join(META_PROPERTIES).exists();
         let identity = load_or_create_identity(root, node_id)?;
         let clean_path = root.join(CLEAN_SHUTDOWN);
         let was_clean_shutdown = clean_path.exists();
@@ -109,6 +112,7 @@ impl DataDir {
             _lock: lock,
             identity,
             was_clean_shutdown,
+            is_new,
         })
     }
 
@@ -122,6 +126,11 @@ impl DataDir {
 
     pub fn was_clean_shutdown(&self) -> bool {
         self.was_clean_shutdown
+    }
+
+    /// True when this run created the data directory.
+    pub fn is_new(&self) -> bool {
+        self.is_new
     }
 
     /// Directory of one partition's log.

@@ -1847,3 +1847,36 @@ fn invalid_topic_names_in_metadata_are_answered_without_a_log_line_each() {
         log.last()
     );
 }
+
+#[test]
+fn requests_without_records_have_their_own_smaller_limit() {
+    let (_dir, mut broker) = start_broker(&[
+        "socket.request.max.bytes=4194304",
+        "ferry.max.request.bytes.without.records=65536",
+    ]);
+    let mut log = Vec::new();
+    let mut client = Client::connect(&broker);
+    create_topic(&mut client, "limits", 1);
+    // A Produce of 1 MiB is within socket.request.max.bytes and is answered.
+    client
+        .send_frame(&produce_frame_of_size("limits", ONE_MIB))
+        .unwrap();
+    let response = client.read_frame().unwrap().expect("answered");
+    let response: ProduceResponse = decode_response(ApiKey::Produce, PRODUCE_VERSION, 99, response);
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    // A Metadata request naming enough topics to exceed 64 KiB closes the connection.
+    let names: Vec<String> = (0..5_000).map(|i| format!("topic-{i:08}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut client = Client::connect(&broker);
+    let body = metadata_request(&names);
+    client
+        .send(ApiKey::Metadata, METADATA_VERSION, &body)
+        .unwrap();
+    client.assert_closed(CLOSE_TIMEOUT, "metadata over the limit");
+    wait_for_log(
+        &broker,
+        &mut log,
+        &["ferry.max.request.bytes.without.records=65536"],
+    );
+    assert_serving(&mut broker);
+}

@@ -3,6 +3,8 @@
 
 mod crash;
 mod hostile_frames;
+mod kafka_python;
+mod librdkafka_suite;
 mod produce_consume;
 mod records;
 mod recovery;

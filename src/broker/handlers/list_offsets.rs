@@ -27,6 +27,16 @@ pub fn handle(
     request: ListOffsetsRequest,
 ) -> Handled<ListOffsetsResponse> {
     let version = ctx.api_version;
+    // Kafka answers INVALID_REQUEST for partitions named more than once; this also bounds
+    // the work one request can ask for (each timestamp lookup may decompress a batch).
+    let mut seen = std::collections::HashMap::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            *seen
+                .entry((topic.name.0.as_str(), p.partition_index))
+                .or_insert(0usize) += 1;
+        }
+    }
     let topics = request
         .topics
         .iter()
@@ -40,6 +50,10 @@ pub fn handle(
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
+                    if seen[&(name, p.partition_index)] > 1 {
+                        entry.error_code = code(KafkaError::InvalidRequest);
+                        return entry;
+                    }
                     let Some(partition) = broker.topics.partition(name, p.partition_index) else {
                         entry.error_code = code(KafkaError::UnknownTopicOrPartition);
                         return entry;
