@@ -8,9 +8,13 @@
 //! * [`storage`]: the segmented on-disk log, recovery, checkpoints, data directory.
 //! * [`config`]: Kafka-style configuration and topic configs.
 //! * [`server`]: composition root wiring the layers together.
+//! * [`client`]: a small Kafka protocol client for Ferry's own tools.
+//! * [`admin`]: operator tools over the wire (`ferry groups`).
 //! * [`properties`]: Java `.properties` text used by configs and metadata files.
 
+pub mod admin;
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod coordinator;
 pub mod network;

@@ -1,5 +1,6 @@
 //! The `ferry` command line: argument parsing only; each subcommand calls into the library.
 
+pub mod groups;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a single-node broker.
     Serve(serve::ServeArgs),
+    /// Inspect and move consumer groups on any Kafka-protocol cluster.
+    Groups(groups::GroupsArgs),
 }
 
 /// Parses the process arguments and runs the chosen subcommand; returns the exit code.
@@ -23,5 +26,6 @@ pub fn run() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Groups(args) => groups::run(args),
     }
 }

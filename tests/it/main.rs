@@ -1,7 +1,10 @@
 //! Integration tests: the real `ferry` binary with real clients (librdkafka through the
 //! `rdkafka` crate, kafka-python, raw sockets for hostile input).
 
+mod consumer_process;
 mod crash;
+mod groups;
+mod groups_cli;
 mod hostile_frames;
 mod kafka_python;
 mod librdkafka_suite;

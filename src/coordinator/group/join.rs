@@ -179,7 +179,10 @@ impl GroupCoordinator {
         if let Some(sync) = member.awaiting_sync.take() {
             let _ = sync.send(SyncResponse::error(GroupError::FencedInstanceId));
         }
-        let unchanged = member.matches(&request.protocols);
+        // Kafka's rule: the restarted member's new metadata replaces the old, and the group
+        // rebalances only if that changes the protocol the group would select (a cooperative
+        // consumer's metadata always changes: it owns nothing after a restart).
+        member.protocols = request.protocols.clone();
         member.member_id = new_id.clone();
         member.client_id = request.client_id.clone();
         member.client_host = request.client_host.clone();
@@ -196,8 +199,9 @@ impl GroupCoordinator {
             group.leader_id = Some(new_id.clone());
         }
         info!(group = %group.id, old = old_id, new = %new_id, "static member rejoined with a new member id");
+        let protocol_kept = group.select_protocol() == group.protocol_name;
         match group.state {
-            GroupState::Stable if unchanged => {
+            GroupState::Stable if protocol_kept => {
                 if let Err(err) = self.persist_group(group) {
                     return Reply::Now(JoinResponse::error(err, &new_id));
                 }

@@ -1,0 +1,301 @@
+//! A small Kafka protocol client for Ferry's own tools (`ferry groups`, and later the
+//! mirror): talks to any Kafka-protocol cluster, Ferry or Apache Kafka. It negotiates
+//! versions with ApiVersions, learns the brokers from Metadata and routes group requests to
+//! the group's coordinator and partition requests to each partition's leader.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use proto_kafka::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+};
+use proto_kafka::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response this client accepts (`max.response.bytes`).
+pub const MAX_RESPONSE_BYTES: usize = 100 << 20;
+/// How long one request may take before the client gives up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What went wrong talking to the cluster.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Connecting, reading or writing failed.
+    Io {
+        address: String,
+        source: std::io::Error,
+    },
+    /// The broker does not support any version of an API this client can speak.
+    Unsupported {
+        api: ApiKey,
+    },
+    /// A response could not be decoded or did not match its request.
+    Protocol(String),
+    /// The broker answered with an error code.
+    Kafka {
+        context: String,
+        code: i16,
+    },
+    Timeout {
+        address: String,
+    },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Io { address, source } => write!(f, "{address}: {source}"),
+            ClientError::Unsupported { api } => {
+                write!(
+                    f,
+                    "the broker supports no version of {api:?} that this tool speaks"
+                )
+            }
+            ClientError::Protocol(reason) => write!(f, "protocol error: {reason}"),
+            ClientError::Kafka { context, code } => {
+                let name = proto_kafka::ResponseError::try_from_code(*code)
+                    .map_or_else(|| "NONE".to_string(), |e| e.to_string());
+                write!(f, "{context}: error {code} ({name})")
+            }
+            ClientError::Timeout { address } => write!(f, "{address}: request timed out"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Returns an error for a non-zero Kafka error code.
+pub fn check(code: i16, context: impl FnOnce() -> String) -> Result<(), ClientError> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(ClientError::Kafka {
+            context: context(),
+            code,
+        })
+    }
+}
+
+/// One connection to one broker.
+pub struct Connection {
+    address: String,
+    stream: TcpStream,
+    next_correlation_id: i32,
+    /// api key -> (min, max) the broker supports.
+    versions: HashMap<i16, (i16, i16)>,
+    client_id: String,
+}
+
+impl Connection {
+    /// Connects and negotiates API versions.
+    pub async fn connect(address: &str, client_id: &str) -> Result<Connection, ClientError> {
+        let io = |source| ClientError::Io {
+            address: address.to_string(),
+            source,
+        };
+        let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(address))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                address: address.to_string(),
+            })?
+            .map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        let mut connection = Connection {
+            address: address.to_string(),
+            stream,
+            next_correlation_id: 1,
+            versions: HashMap::new(),
+            client_id: client_id.to_string(),
+        };
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("ferry"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let response: ApiVersionsResponse = connection
+            .call_version(ApiKey::ApiVersions, 3, &request)
+            .await?;
+        check(response.error_code, || {
+            format!("ApiVersions from {address}")
+        })?;
+        connection.versions = response
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        Ok(connection)
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The highest version of `api` both sides support, up to `max`.
+    pub fn version(&self, api: ApiKey, max: i16) -> Result<i16, ClientError> {
+        let (broker_min, broker_max) = self
+            .versions
+            .get(&(api as i16))
+            .copied()
+            .ok_or(ClientError::Unsupported { api })?;
+        let codec = api.valid_versions();
+        let version = broker_max.min(max).min(codec.max);
+        if version < broker_min.max(codec.min) {
+            return Err(ClientError::Unsupported { api });
+        }
+        Ok(version)
+    }
+
+    /// Sends `request` at the highest version up to `max` and decodes the response.
+    pub async fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        max: i16,
+        request: &Req,
+    ) -> Result<(i16, Resp), ClientError> {
+        let version = self.version(api, max)?;
+        Ok((version, self.call_version(api, version, request).await?))
+    }
+
+    async fn call_version<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Result<Resp, ClientError> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
+        let protocol = |e: proto_kafka::ProtoError| ClientError::Protocol(e.to_string());
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, api.request_header_version(version))
+            .map_err(protocol)?;
+        request.encode(&mut body, version).map_err(protocol)?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(
+            i32::try_from(body.len())
+                .map_err(|_| ClientError::Protocol("request too large".into()))?,
+        );
+        frame.extend_from_slice(&body);
+        let address = self.address.clone();
+        let exchange = async {
+            self.stream.write_all(&frame).await?;
+            let size = self.stream.read_i32().await?;
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|s| *s <= MAX_RESPONSE_BYTES)
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("response size {size} out of range"),
+                    )
+                })?;
+            let mut buf = vec![0u8; size];
+            self.stream.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(Bytes::from(buf))
+        };
+        let mut response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                address: address.clone(),
+            })?
+            .map_err(|source| ClientError::Io { address, source })?;
+        let header = ResponseHeader::decode(&mut response, api.response_header_version(version))
+            .map_err(protocol)?;
+        if header.correlation_id != correlation_id {
+            return Err(ClientError::Protocol(format!(
+                "response correlation id {} does not match request {correlation_id}",
+                header.correlation_id
+            )));
+        }
+        let decoded = Resp::decode(&mut response, version).map_err(protocol)?;
+        let _ = response.remaining();
+        Ok(decoded)
+    }
+}
+
+/// A cluster reached through a bootstrap address.
+pub struct Cluster {
+    client_id: String,
+    bootstrap: Connection,
+    /// node id -> "host:port"
+    brokers: HashMap<i32, String>,
+    connections: HashMap<i32, Connection>,
+}
+
+impl Cluster {
+    /// Connects to the bootstrap broker and learns the cluster's brokers.
+    pub async fn connect(bootstrap: &str, client_id: &str) -> Result<Cluster, ClientError> {
+        let connection = Connection::connect(bootstrap, client_id).await?;
+        let mut cluster = Cluster {
+            client_id: client_id.to_string(),
+            bootstrap: connection,
+            brokers: HashMap::new(),
+            connections: HashMap::new(),
+        };
+        cluster.metadata(Some(Vec::new())).await?;
+        Ok(cluster)
+    }
+
+    /// Metadata for `topics` (`None` = all); also refreshes the broker list.
+    pub async fn metadata(
+        &mut self,
+        topics: Option<Vec<String>>,
+    ) -> Result<MetadataResponse, ClientError> {
+        use proto_kafka::messages::metadata_request::MetadataRequestTopic;
+        use proto_kafka::messages::TopicName;
+        let request = MetadataRequest::default().with_topics(topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(t))))
+                })
+                .collect()
+        }));
+        let (_, response): (i16, MetadataResponse) =
+            self.bootstrap.call(ApiKey::Metadata, 12, &request).await?;
+        self.brokers = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+            .collect();
+        Ok(response)
+    }
+
+    /// The connection to broker `node_id`.
+    pub async fn broker(&mut self, node_id: i32) -> Result<&mut Connection, ClientError> {
+        if !self.connections.contains_key(&node_id) {
+            let address = self.brokers.get(&node_id).cloned().ok_or_else(|| {
+                ClientError::Protocol(format!("broker {node_id} is not in the cluster metadata"))
+            })?;
+            let connection = Connection::connect(&address, &self.client_id).await?;
+            self.connections.insert(node_id, connection);
+        }
+        Ok(self.connections.get_mut(&node_id).expect("inserted above"))
+    }
+
+    /// The connection to the coordinator of `group`.
+    pub async fn group_coordinator(&mut self, group: &str) -> Result<&mut Connection, ClientError> {
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_string()))
+            .with_coordinator_keys(Vec::new());
+        let (_, response): (i16, FindCoordinatorResponse) = self
+            .bootstrap
+            .call(ApiKey::FindCoordinator, 3, &request)
+            .await?;
+        check(response.error_code, || {
+            format!("FindCoordinator for group {group}")
+        })?;
+        let node = response.node_id.0;
+        self.brokers
+            .entry(node)
+            .or_insert_with(|| format!("{}:{}", response.host.as_str(), response.port));
+        self.broker(node).await
+    }
+}
