@@ -6,6 +6,7 @@ pub use proto_kafka::ResponseError as KafkaError;
 
 use super::topics::TopicError;
 use crate::coordinator::group::GroupError;
+use crate::storage::producer_state::SequenceError;
 use crate::storage::StorageError;
 
 /// Error code 0.
@@ -27,6 +28,12 @@ pub fn from_storage(err: &StorageError) -> i16 {
         StorageError::RecordTooLarge { .. } => KafkaError::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => KafkaError::OffsetOutOfRange,
         StorageError::OffsetsNotIncreasing { .. } => KafkaError::InvalidRecord,
+        StorageError::Sequence(SequenceError::OutOfOrderSequence { .. }) => {
+            KafkaError::OutOfOrderSequenceNumber
+        }
+        StorageError::Sequence(SequenceError::InvalidProducerEpoch { .. }) => {
+            KafkaError::InvalidProducerEpoch
+        }
     };
     kafka.code()
 }

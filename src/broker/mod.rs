@@ -21,7 +21,7 @@ use crate::coordinator::group::GroupCoordinator;
 use crate::storage::data_dir::DataDir;
 use crate::storage::StorageError;
 use flusher::Flusher;
-use group_log::OffsetsTopicLog;
+use group_log::InternalTopicLog;
 use topics::{TopicError, TopicRegistry, TopicSpec};
 
 /// Kafka's internal topic for committed offsets and group metadata.
@@ -75,7 +75,7 @@ fn open_group_coordinator(
             std::io::Error::other(other.to_string()),
         ),
     })?;
-    let log = Arc::new(OffsetsTopicLog::new(topic.partitions.clone()));
+    let log = Arc::new(InternalTopicLog::new(topic.partitions.clone()));
     let groups = GroupCoordinator::new(config.group.clone(), log);
     groups.load(now_ms()).map_err(|reason| {
         StorageError::io(

@@ -16,7 +16,8 @@ use tracing::error;
 
 use super::flusher::Flusher;
 use crate::config::topic::ResolvedTopicConfig;
-use crate::storage::log::{self, AppendInfo, Log};
+use crate::storage::log::{self, AppendInfo, AppendOrigin, Log, Marker};
+use crate::storage::producer_state::AbortedTxn;
 use crate::storage::segment::ReadLimits;
 use crate::storage::StorageError;
 
@@ -53,7 +54,11 @@ pub struct Partition {
 pub struct PartitionRead {
     pub records: Bytes,
     pub high_watermark: i64,
+    /// The last stable offset: below the oldest open transaction, at most the high watermark.
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// Aborted transactions in the range read (read_committed only).
+    pub aborted: Vec<AbortedTxn>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -143,9 +148,38 @@ impl Partition {
         records: &[u8],
         now_ms: i64,
     ) -> Result<(AppendInfo, Option<i64>), StorageError> {
+        self.append_with(|log| {
+            log.append_as_leader(records, LEADER_EPOCH, AppendOrigin::Client, now_ms)
+        })
+    }
+
+    /// Appends a batch written by a coordinator (no producer sequence checks).
+    pub fn append_internal(
+        self: &Arc<Self>,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Option<i64>), StorageError> {
+        self.append_with(|log| {
+            log.append_as_leader(records, LEADER_EPOCH, AppendOrigin::Coordinator, now_ms)
+        })
+    }
+
+    /// Appends a transaction marker (from the transaction coordinator).
+    pub fn append_marker(
+        self: &Arc<Self>,
+        marker: &Marker,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Option<i64>), StorageError> {
+        self.append_with(|log| log.append_marker(marker, now_ms))
+    }
+
+    fn append_with(
+        self: &Arc<Self>,
+        append: impl FnOnce(&mut Log) -> Result<AppendInfo, StorageError>,
+    ) -> Result<(AppendInfo, Option<i64>), StorageError> {
         let mut state = self.lock();
         let segments_before = state.log.segment_count();
-        let info = match state.log.append_as_leader(records, LEADER_EPOCH, now_ms) {
+        let info = match append(&mut state.log) {
             Ok(info) => info,
             Err(err) => {
                 drop(state);
@@ -153,9 +187,13 @@ impl Partition {
                 return Err(err);
             }
         };
+        let durable = state.durable;
+        if info.is_duplicate() {
+            // Nothing was written; a durable acknowledgement still waits for the original.
+            return Ok((info, durable.then_some(info.last_offset + 1)));
+        }
         state.unflushed_messages += i64::from(info.records);
         let rolled = state.log.segment_count() != segments_before;
-        let durable = state.durable;
         let flush = durable || rolled || state.unflushed_messages >= state.flush_messages;
         let end = state.log.log_end_offset();
         drop(state);
@@ -256,18 +294,43 @@ impl Partition {
         }
     }
 
-    /// Reads batches for a fetch: from `fetch_offset`, below the high watermark.
+    /// The last stable offset: the first offset of the oldest open transaction, or the
+    /// high watermark if that is lower or there is none.
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.high_watermark();
+        let first_unstable = self.lock().log.first_unstable_offset();
+        first_unstable.map_or(high_watermark, |f| f.min(high_watermark))
+    }
+
+    /// Reads batches for a fetch from `fetch_offset`: below the high watermark, or for
+    /// read_committed below the last stable offset, with the aborted transactions in range.
     pub fn read(
         &self,
         fetch_offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
+        read_committed: bool,
     ) -> Result<PartitionRead, StorageError> {
         let high_watermark = self.high_watermark();
-        let plans = self.lock().log.read_plans(fetch_offset)?;
+        let (plans, last_stable_offset, aborted) = {
+            let state = self.lock();
+            let plans = state.log.read_plans(fetch_offset)?;
+            let first_unstable = state.log.first_unstable_offset();
+            let lso = first_unstable.map_or(high_watermark, |f| f.min(high_watermark));
+            let aborted = if read_committed {
+                state.log.aborted_between(fetch_offset, lso)
+            } else {
+                Vec::new()
+            };
+            (plans, lso, aborted)
+        };
         let limits = ReadLimits {
             fetch_offset,
-            upper_offset: high_watermark,
+            upper_offset: if read_committed {
+                last_stable_offset
+            } else {
+                high_watermark
+            },
             max_bytes,
             min_one_batch,
         };
@@ -282,7 +345,9 @@ impl Partition {
         Ok(PartitionRead {
             records,
             high_watermark,
+            last_stable_offset,
             log_start_offset: self.log_start_offset(),
+            aborted,
         })
     }
 

@@ -342,6 +342,31 @@ pub(crate) mod test_support {
     use super::set_base_offset_and_epoch;
     use crate::storage::records::{build_batch as build, BatchSpec, NewRecord};
 
+    /// A batch of `count` records from producer `producer_id` starting at `sequence`.
+    pub fn producer_batch(
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        count: usize,
+        transactional: bool,
+    ) -> Vec<u8> {
+        let records: Vec<NewRecord<'_>> = (0..count)
+            .map(|i| NewRecord {
+                key: Some(b"k"),
+                value: Some(b"v"),
+                timestamp: i as i64,
+            })
+            .collect();
+        let spec = BatchSpec {
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence: sequence,
+            transactional,
+            control: false,
+        };
+        build(spec, &records)
+    }
+
     /// An uncompressed batch at `base_offset` with one keyless record per value, record `i`
     /// stamped `base_timestamp + i`.
     pub fn build_batch(base_offset: i64, base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {

@@ -7,6 +7,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::batch::BatchError;
+use super::producer_state::SequenceError;
 use super::records::RecordsError;
 
 #[derive(Debug)]
@@ -48,6 +49,8 @@ pub enum StorageError {
     LogOffline { dir: PathBuf },
     /// The records inside a batch could not be read.
     Records(RecordsError),
+    /// The producer's epoch or sequence is not acceptable.
+    Sequence(SequenceError),
 }
 
 impl StorageError {
@@ -115,6 +118,7 @@ impl fmt::Display for StorageError {
                 dir.display()
             ),
             StorageError::Records(err) => write!(f, "{err}"),
+            StorageError::Sequence(err) => write!(f, "{err}"),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod data_dir;
 pub mod error;
 pub mod index;
 pub mod log;
+pub mod producer_state;
 pub mod records;
 pub mod segment;
 

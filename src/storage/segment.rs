@@ -333,7 +333,7 @@ impl Segment {
 
     /// Deletes the segment's files.
     pub fn delete_files(&self) -> io::Result<()> {
-        for extension in ["log", "index", "timeindex"] {
+        for extension in ["log", "index", "timeindex", "txnindex"] {
             match std::fs::remove_file(self.index_path(extension)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}

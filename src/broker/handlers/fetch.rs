@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use proto_kafka::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use proto_kafka::messages::{BrokerId, FetchRequest, FetchResponse};
+use proto_kafka::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use proto_kafka::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 
 use super::topic_name;
 use crate::broker::dispatch::{Handled, RequestContext};
@@ -99,9 +101,15 @@ pub fn handle(
 /// nothing to read).
 fn enough_data(fetch: &Request) -> bool {
     let moved = fetch.topics.iter().flat_map(|t| &t.targets).any(|t| {
-        t.partition
-            .as_ref()
-            .is_some_and(|p| p.high_watermark() > t.fetch_offset || p.is_offline())
+        t.partition.as_ref().is_some_and(|p| {
+            // read_committed consumers can only move when the last stable offset does.
+            let visible_end = if fetch.read_committed {
+                p.last_stable_offset()
+            } else {
+                p.high_watermark()
+            };
+            visible_end > t.fetch_offset || p.is_offline()
+        })
     });
     moved && (fetch.min_bytes <= 1 || read_all(fetch).bytes >= fetch.min_bytes)
 }
@@ -186,10 +194,27 @@ fn read_one(
         return entry;
     }
     let max_bytes = target.partition_max_bytes.min(remaining);
-    match partition.read(target.fetch_offset, max_bytes, min_one_batch) {
+    match partition.read(
+        target.fetch_offset,
+        max_bytes,
+        min_one_batch,
+        fetch.read_committed,
+    ) {
         Ok(read) => {
             entry.high_watermark = read.high_watermark;
-            entry.last_stable_offset = read.high_watermark;
+            entry.last_stable_offset = read.last_stable_offset;
+            if fetch.read_committed {
+                entry.aborted_transactions = Some(
+                    read.aborted
+                        .iter()
+                        .map(|a| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(a.producer_id))
+                                .with_first_offset(a.first_offset)
+                        })
+                        .collect(),
+                );
+            }
             if version >= 5 {
                 entry.log_start_offset = read.log_start_offset;
             }
@@ -198,7 +223,7 @@ fn read_one(
         Err(err) => {
             entry.error_code = error_code::from_storage(&err);
             entry.high_watermark = partition.high_watermark();
-            entry.last_stable_offset = partition.high_watermark();
+            entry.last_stable_offset = partition.last_stable_offset();
             if version >= 5 {
                 entry.log_start_offset = partition.log_start_offset();
             }

@@ -104,11 +104,8 @@ impl GroupCoordinator {
             }
         }
         inner.groups.retain(|_, g| {
-            let forgotten = g.state == GroupState::Empty
-                && g.members.is_empty()
-                && g.pending_members.is_empty()
-                && g.offsets.is_empty()
-                && g.generation_id == 0;
+            let forgotten =
+                g.state == GroupState::Empty && g.is_forgettable() && g.generation_id == 0;
             g.state != GroupState::Dead && !forgotten
         });
     }

@@ -76,14 +76,26 @@ impl GroupCoordinator {
 
     /// Writes records for `group_id` to its `__consumer_offsets` partition.
     fn persist(&self, group_id: &str, records: &[KeyValue]) -> Result<DurableFuture, GroupError> {
+        self.persist_in(group_id, records, None)
+    }
+
+    /// Writes records for `group_id`, transactional when `transaction` names a producer.
+    fn persist_in(
+        &self,
+        group_id: &str,
+        records: &[KeyValue],
+        transaction: Option<(i64, i16)>,
+    ) -> Result<DurableFuture, GroupError> {
         let partition = records::partition_for(group_id, self.log.partitions());
-        self.log.append(partition, records).map_err(|err| {
-            warn!(
-                group = group_id,
-                "writing to __consumer_offsets failed: {err}"
-            );
-            GroupError::StorageFailure
-        })
+        self.log
+            .append(partition, records, transaction)
+            .map_err(|err| {
+                warn!(
+                    group = group_id,
+                    "writing to __consumer_offsets failed: {err}"
+                );
+                GroupError::StorageFailure
+            })
     }
 
     /// Persists a group's metadata (members, generation, assignment).
@@ -93,19 +105,59 @@ impl GroupCoordinator {
             .map(drop)
     }
 
-    /// Rebuilds all groups and offsets from `__consumer_offsets`.
+    /// Rebuilds all groups and offsets from `__consumer_offsets`. Offsets committed in a
+    /// transaction count once its COMMIT marker is replayed; those of transactions still
+    /// open stay pending until the transaction coordinator completes them.
     pub fn load(&self, now_ms: i64) -> Result<(), String> {
         let mut inner = self.lock();
         let mut malformed = 0usize;
         for partition in 0..self.log.partitions() {
-            self.log.replay(
-                partition,
-                &mut |key, value| match records::decode(key, value) {
-                    Ok(Some(record)) => apply_record(&mut inner.groups, record, now_ms),
-                    Ok(None) => {}
-                    Err(_) => malformed += 1,
+            let mut open: HashMap<i64, Vec<GroupRecord>> = HashMap::new();
+            self.log.replay(partition, &mut |event| match event {
+                LogEvent::Record {
+                    key,
+                    value,
+                    transactional_producer,
+                } => match (records::decode(key, value), transactional_producer) {
+                    (Ok(Some(record)), None) => apply_record(&mut inner.groups, record, now_ms),
+                    (Ok(Some(record)), Some(producer_id)) => {
+                        open.entry(producer_id).or_default().push(record);
+                    }
+                    (Ok(None), _) => {}
+                    (Err(_), _) => malformed += 1,
                 },
-            )?;
+                LogEvent::Marker {
+                    producer_id,
+                    commit,
+                } => {
+                    for record in open.remove(&producer_id).unwrap_or_default() {
+                        if commit {
+                            apply_record(&mut inner.groups, record, now_ms);
+                        }
+                    }
+                }
+            })?;
+            for (producer_id, records) in open {
+                for record in records {
+                    if let GroupRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        value: Some(value),
+                    } = record
+                    {
+                        let entry = inner
+                            .groups
+                            .entry(group.clone())
+                            .or_insert_with(|| Group::new(&group, now_ms));
+                        entry
+                            .pending_txn_offsets
+                            .entry(producer_id)
+                            .or_default()
+                            .insert((topic, partition), value);
+                    }
+                }
+            }
         }
         if malformed > 0 {
             warn!(
@@ -113,9 +165,7 @@ impl GroupCoordinator {
                 "skipped malformed __consumer_offsets records"
             );
         }
-        inner
-            .groups
-            .retain(|_, g| !(g.members.is_empty() && g.offsets.is_empty()));
+        inner.groups.retain(|_, g| !g.is_forgettable());
         let members: usize = inner.groups.values().map(|g| g.members.len()).sum();
         info!(
             groups = inner.groups.len(),

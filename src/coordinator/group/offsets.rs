@@ -113,6 +113,7 @@ impl GroupCoordinator {
                 offset: value.map_or(-1, |v| v.offset),
                 leader_epoch: value.map_or(-1, |v| v.leader_epoch),
                 metadata: value.map(|v| v.metadata.clone()).unwrap_or_default(),
+                unstable: group.is_some_and(|g| g.has_pending_offset(topic, partition)),
             }
         };
         match partitions {
@@ -124,6 +125,94 @@ impl GroupCoordinator {
             None => group
                 .map(|g| g.offsets.keys().map(|(t, p)| fetched(t, *p)).collect())
                 .unwrap_or_default(),
+        }
+    }
+
+    /// Handles TxnOffsetCommit: writes the offsets as part of the producer's transaction;
+    /// they become visible when its COMMIT marker reaches `__consumer_offsets`
+    /// ([`Self::complete_transaction`]) and are dropped on ABORT.
+    pub fn commit_txn_offsets(
+        &self,
+        request: TxnCommitRequest,
+        partition_exists: &dyn Fn(&str, i32) -> bool,
+        now_ms: i64,
+    ) -> Result<CommitOutcome, GroupError> {
+        let mut inner = self.lock();
+        let group = inner
+            .groups
+            .entry(request.group_id.clone())
+            .or_insert_with(|| Group::new(&request.group_id, now_ms));
+        if group.state == GroupState::Dead {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        // KIP-447: a member-aware producer is fenced like a consumer would be.
+        if request.generation_id >= 0 || !request.member_id.is_empty() {
+            group.check_static(&request.member_id, request.group_instance_id.as_deref())?;
+            if !group.has_member(&request.member_id) {
+                return Err(GroupError::UnknownMemberId);
+            }
+            if request.generation_id != group.generation_id {
+                return Err(GroupError::IllegalGeneration);
+            }
+        }
+        let mut results = Vec::with_capacity(request.offsets.len());
+        let mut records_to_write = Vec::new();
+        let mut accepted = Vec::new();
+        for commit in &request.offsets {
+            let metadata = commit.metadata.clone().unwrap_or_default();
+            let error = if !partition_exists(&commit.topic, commit.partition) {
+                Some(GroupError::UnknownTopicOrPartition)
+            } else if metadata.len() > self.config.offset_metadata_max_bytes {
+                Some(GroupError::OffsetMetadataTooLarge)
+            } else {
+                let value = OffsetValue {
+                    offset: commit.offset,
+                    leader_epoch: commit.leader_epoch,
+                    metadata,
+                    commit_timestamp: now_ms,
+                };
+                let key = records::offset_key(&request.group_id, &commit.topic, commit.partition);
+                records_to_write.push((key, Some(records::offset_value(&value))));
+                accepted.push(((commit.topic.clone(), commit.partition), value));
+                None
+            };
+            results.push((commit.topic.clone(), commit.partition, error));
+        }
+        if records_to_write.is_empty() {
+            return Ok(CommitOutcome {
+                results,
+                durable: None,
+            });
+        }
+        let transaction = Some((request.producer_id, request.producer_epoch));
+        let durable = self.persist_in(&request.group_id, &records_to_write, transaction)?;
+        let group = inner.groups.get_mut(&request.group_id).expect("present");
+        group
+            .pending_txn_offsets
+            .entry(request.producer_id)
+            .or_default()
+            .extend(accepted);
+        Ok(CommitOutcome {
+            results,
+            durable: Some(durable),
+        })
+    }
+
+    /// Applies (COMMIT) or drops (ABORT) the pending transactional offsets of a producer
+    /// in the groups stored in `__consumer_offsets` partition `offsets_partition`, after the
+    /// transaction coordinator wrote the marker there.
+    pub fn complete_transaction(&self, offsets_partition: usize, producer_id: i64, commit: bool) {
+        let partitions = self.log.partitions();
+        let mut inner = self.lock();
+        for group in inner.groups.values_mut() {
+            if records::partition_for(&group.id, partitions) != offsets_partition {
+                continue;
+            }
+            if let Some(pending) = group.pending_txn_offsets.remove(&producer_id) {
+                if commit {
+                    group.offsets.extend(pending);
+                }
+            }
         }
     }
 

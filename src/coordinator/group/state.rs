@@ -121,6 +121,8 @@ pub struct Group {
     /// CompletingRebalance: members must SyncGroup before this.
     pub sync_deadline_ms: i64,
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Offsets committed in transactions not yet completed, by producer id.
+    pub pending_txn_offsets: BTreeMap<i64, BTreeMap<(String, i32), OffsetValue>>,
 }
 
 impl Group {
@@ -140,7 +142,24 @@ impl Group {
             initial_join_limit_ms: None,
             sync_deadline_ms: 0,
             offsets: BTreeMap::new(),
+            pending_txn_offsets: BTreeMap::new(),
         }
+    }
+
+    /// A group with nothing left to remember (no members, offsets or pending work).
+    pub fn is_forgettable(&self) -> bool {
+        self.members.is_empty()
+            && self.offsets.is_empty()
+            && self.pending_txn_offsets.is_empty()
+            && self.pending_members.is_empty()
+    }
+
+    /// Whether a transaction has uncommitted offsets for this partition.
+    pub fn has_pending_offset(&self, topic: &str, partition: i32) -> bool {
+        let key = (topic.to_string(), partition);
+        self.pending_txn_offsets
+            .values()
+            .any(|p| p.contains_key(&key))
     }
 
     pub fn transition(&mut self, state: GroupState, now_ms: i64) {

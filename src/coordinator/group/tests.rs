@@ -25,13 +25,22 @@ impl GroupLog for MemoryLog {
     fn partitions(&self) -> usize {
         self.partitions.lock().unwrap().len()
     }
-    fn append(&self, partition: usize, records: &[KeyValue]) -> Result<DurableFuture, String> {
+    fn append(
+        &self,
+        partition: usize,
+        records: &[KeyValue],
+        _transaction: Option<(i64, i16)>,
+    ) -> Result<DurableFuture, String> {
         self.partitions.lock().unwrap()[partition].extend_from_slice(records);
         Ok(Box::pin(async { Ok(()) }))
     }
     fn replay(&self, partition: usize, visit: &mut RecordVisitor<'_>) -> Result<(), String> {
         for (key, value) in &self.partitions.lock().unwrap()[partition] {
-            visit(key, value.as_deref());
+            visit(LogEvent::Record {
+                key,
+                value: value.as_deref(),
+                transactional_producer: None,
+            });
         }
         Ok(())
     }

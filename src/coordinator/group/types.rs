@@ -195,6 +195,19 @@ pub struct CommitRequest {
     pub offsets: Vec<OffsetToCommit>,
 }
 
+/// TxnOffsetCommit: offsets committed inside a producer's transaction.
+#[derive(Debug, Clone)]
+pub struct TxnCommitRequest {
+    pub group_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// KIP-447 fencing (v3+): empty, -1 and `None` when the client did not send them.
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub generation_id: i32,
+    pub offsets: Vec<OffsetToCommit>,
+}
+
 /// Resolves once written records are durable under the partition's flush policy.
 pub type DurableFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -213,6 +226,9 @@ pub struct FetchedOffset {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: String,
+    /// A transaction has an uncommitted offset for this partition (OffsetFetch with
+    /// require_stable answers UNSTABLE_OFFSET_COMMIT, KIP-447).
+    pub unstable: bool,
 }
 
 /// A member in DescribeGroups.
@@ -247,15 +263,36 @@ pub struct GroupListing {
 /// A record as the coordinator writes it: key and value (`None` = tombstone).
 pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
 
-/// Receives replayed records: key and value.
-pub type RecordVisitor<'a> = dyn FnMut(&[u8], Option<&[u8]>) + 'a;
+/// What replaying `__consumer_offsets` yields, in log order.
+#[derive(Debug, Clone, Copy)]
+pub enum LogEvent<'a> {
+    /// A record; `transactional_producer` is set for offsets committed in a transaction,
+    /// which count only once a COMMIT marker for that producer follows.
+    Record {
+        key: &'a [u8],
+        value: Option<&'a [u8]>,
+        transactional_producer: Option<i64>,
+    },
+    /// A transaction marker for a producer.
+    Marker { producer_id: i64, commit: bool },
+}
+
+/// Receives replayed log events.
+pub type RecordVisitor<'a> = dyn FnMut(LogEvent<'_>) + 'a;
 
 /// Where the coordinator keeps its records: the partitions of `__consumer_offsets`.
 pub trait GroupLog: Send + Sync {
     fn partitions(&self) -> usize;
     /// Appends `(key, value)` records (value `None` = tombstone) to one partition as one
     /// batch, returning a future for their durability.
-    fn append(&self, partition: usize, records: &[KeyValue]) -> Result<DurableFuture, String>;
+    /// `transaction` is the producer `(id, epoch)` of offsets committed inside a
+    /// transaction.
+    fn append(
+        &self,
+        partition: usize,
+        records: &[KeyValue],
+        transaction: Option<(i64, i16)>,
+    ) -> Result<DurableFuture, String>;
     /// Visits every record of one partition in log order.
     fn replay(&self, partition: usize, visit: &mut RecordVisitor<'_>) -> Result<(), String>;
 }

@@ -17,8 +17,13 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+mod producers;
+
+pub use producers::{marker_of, Marker};
+
 use super::batch::{self, BatchHeader, BatchIter, TimestampType};
 use super::error::StorageError;
+use super::producer_state::ProducerState;
 use super::records::{self, Record};
 use super::segment::{self, IndexPolicy, ReadPlan, Segment};
 
@@ -61,6 +66,15 @@ impl Default for LogConfig {
     }
 }
 
+/// Who is appending as leader (Kafka's `AppendOrigin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer: sequence and epoch are checked, duplicates recognised.
+    Client,
+    /// One of the broker's coordinators writing to an internal topic.
+    Coordinator,
+}
+
 /// Offsets persisted in the data directory's checkpoint files for one log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogCheckpoint {
@@ -75,7 +89,15 @@ pub struct AppendInfo {
     pub last_offset: i64,
     /// The append time stamped into the batch, or -1 for CreateTime topics.
     pub log_append_time_ms: i64,
+    /// Records written; 0 for a retried batch recognised as a duplicate (not written).
     pub records: u32,
+}
+
+impl AppendInfo {
+    /// True when the batch was a retry of one already in the log.
+    pub fn is_duplicate(&self) -> bool {
+        self.records == 0
+    }
 }
 
 /// What opening a log found and did.
@@ -109,6 +131,8 @@ pub struct Log {
     /// Reused buffer for the leader's copy of a produced batch.
     scratch: Vec<u8>,
     offline: bool,
+    /// Idempotence and transaction state of the producers writing to this log.
+    producers: ProducerState,
 }
 
 fn leader_epoch_checkpoint(start_offset: i64) -> String {
@@ -138,6 +162,7 @@ impl Log {
             recovery_point: start_offset,
             scratch: Vec::new(),
             offline: false,
+            producers: ProducerState::default(),
         })
     }
 
@@ -213,8 +238,10 @@ impl Log {
             segments,
             scratch: Vec::new(),
             offline: false,
+            producers: ProducerState::default(),
         };
         log.finish_open(log_start_checkpoint, recovery_point, now_ms)?;
+        log.load_producer_state()?;
         Ok((log, report))
     }
 
@@ -364,15 +391,23 @@ impl Log {
         })
     }
 
-    /// Appends one producer batch, assigning it the next offsets.
+    /// Appends one batch, assigning it the next offsets. Client batches go through the
+    /// idempotence checks; coordinator batches (transactional offset commits, whose
+    /// sequence is always 0, as in Kafka) only update the producer state.
     pub fn append_as_leader(
         &mut self,
         records: &[u8],
         leader_epoch: i32,
+        origin: AppendOrigin,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
         self.check_online()?;
         let mut header = self.validate_produced(records)?;
+        if origin == AppendOrigin::Client {
+            if let Some(duplicate) = self.check_producer(&header)? {
+                return Ok(duplicate);
+            }
+        }
         let first_offset = self.log_end_offset;
         self.maybe_roll(
             records.len(),
@@ -394,6 +429,7 @@ impl Log {
         self.scratch = scratch;
         result?;
         self.log_end_offset = header.next_offset();
+        self.producers.record_batch(&header);
         Ok(AppendInfo {
             first_offset,
             last_offset: header.last_offset(),
@@ -428,6 +464,12 @@ impl Log {
         };
         self.write_verbatim_run(batches, &headers, now_ms)?;
         self.log_end_offset = last.next_offset();
+        let mut position = 0;
+        for header in &headers {
+            let size = header.total_bytes();
+            self.replay_batch(header, &batches[position..position + size]);
+            position += size;
+        }
         let records = headers.iter().map(|h| h.records_count.unsigned_abs()).sum();
         Ok(Some(AppendInfo {
             first_offset: first.base_offset,
@@ -515,7 +557,7 @@ impl Log {
     fn roll_to(&mut self, base_offset: i64, now_ms: i64) -> Result<(), StorageError> {
         let dir = self.dir.clone();
         let active = self.active();
-        if active.is_empty() {
+        let sealed = if active.is_empty() {
             let old_base = active.base_offset();
             if old_base == base_offset {
                 return Ok(());
@@ -526,14 +568,21 @@ impl Log {
                 .expect("active segment is in the map");
             old.delete_files()
                 .map_err(|e| StorageError::io("delete empty segment", &dir, e))?;
+            None
         } else {
             active
                 .write_indexes()
                 .map_err(|e| StorageError::io("write indexes", &dir, e))?;
-        }
+            Some(active.base_offset())
+        };
         let segment = Segment::create(&dir, base_offset, now_ms)
             .map_err(|e| StorageError::io("create segment", &dir, e))?;
         self.segments.insert(base_offset, segment);
+        if sealed.is_some() {
+            // Kafka snapshots producer state at every roll, so that recovery replays little.
+            self.write_txn_indexes(sealed)?;
+            self.write_snapshot()?;
+        }
         Ok(())
     }
 
@@ -649,7 +698,8 @@ impl Log {
                 .write_indexes()
                 .map_err(|e| StorageError::io("write indexes", &dir, e))?;
         }
-        Ok(())
+        self.write_txn_indexes(None)?;
+        self.write_snapshot()
     }
 
     /// Deletes whole segments that fall outside `retention.ms` / `retention.bytes`, never
@@ -677,6 +727,9 @@ impl Log {
             self.recovery_point = self.recovery_point.max(self.log_start_offset);
             deleted += 1;
         }
+        if deleted > 0 {
+            self.producers.truncate_head(self.log_start_offset);
+        }
         Ok(deleted)
     }
 
@@ -694,6 +747,7 @@ impl Log {
         }
         self.log_start_offset = offset;
         self.recovery_point = self.recovery_point.max(offset);
+        self.producers.truncate_head(offset);
         while self.segments.len() > 1 {
             let second = *self.segments.keys().nth(1).expect("len > 1");
             if second > offset {
@@ -759,6 +813,17 @@ mod tests {
     use crate::storage::batch::test_support::build_batch;
     use crate::storage::segment::ReadLimits;
 
+    impl Log {
+        fn append_as_leader_client(
+            &mut self,
+            records: &[u8],
+            leader_epoch: i32,
+            now_ms: i64,
+        ) -> Result<AppendInfo, StorageError> {
+            self.append_as_leader(records, leader_epoch, AppendOrigin::Client, now_ms)
+        }
+    }
+
     fn small_config() -> LogConfig {
         LogConfig {
             segment_bytes: 1_000,
@@ -796,7 +861,7 @@ mod tests {
         let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
         for i in 0..50 {
             let batch = build_batch(999, i, &[b"0123456789", b"abcdefghij"]);
-            let info = log.append_as_leader(&batch, 0, i).unwrap();
+            let info = log.append_as_leader_client(&batch, 0, i).unwrap();
             assert_eq!(info.first_offset, i * 2);
             assert_eq!(info.last_offset, i * 2 + 1);
         }
@@ -819,20 +884,20 @@ mod tests {
         let mut log = Log::create(dir.path(), config, 0, 0).unwrap();
         let big = build_batch(0, 0, &[&[7u8; 300]]);
         assert!(matches!(
-            log.append_as_leader(&big, 0, 0),
+            log.append_as_leader_client(&big, 0, 0),
             Err(StorageError::RecordTooLarge { .. })
         ));
         let mut two = build_batch(0, 0, &[b"a"]);
         two.extend(build_batch(1, 0, &[b"b"]));
         assert!(matches!(
-            log.append_as_leader(&two, 0, 0),
+            log.append_as_leader_client(&two, 0, 0),
             Err(StorageError::InvalidRecord { .. })
         ));
         let mut corrupt = build_batch(0, 0, &[b"abc"]);
         let last = corrupt.len() - 1;
         corrupt[last] ^= 0xff;
         assert!(matches!(
-            log.append_as_leader(&corrupt, 0, 0),
+            log.append_as_leader_client(&corrupt, 0, 0),
             Err(StorageError::CorruptBatch(_))
         ));
         assert_eq!(log.log_end_offset(), 0);
@@ -867,7 +932,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
         for i in 0..40 {
-            log.append_as_leader(&build_batch(0, i, &[b"0123456789"]), 0, 0)
+            log.append_as_leader_client(&build_batch(0, i, &[b"0123456789"]), 0, 0)
                 .unwrap();
         }
         log.write_all_indexes().unwrap();
@@ -892,7 +957,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
         for i in 0..40 {
-            log.append_as_leader(&build_batch(0, i, &[b"0123456789"]), 0, 0)
+            log.append_as_leader_client(&build_batch(0, i, &[b"0123456789"]), 0, 0)
                 .unwrap();
         }
         let segments = log.segment_count();
@@ -913,7 +978,7 @@ mod tests {
         let mut log = log;
         let next = log.log_end_offset();
         let info = log
-            .append_as_leader(&build_batch(0, 0, &[b"after"]), 0, 0)
+            .append_as_leader_client(&build_batch(0, 0, &[b"after"]), 0, 0)
             .unwrap();
         assert_eq!(info.first_offset, next);
     }
@@ -924,7 +989,7 @@ mod tests {
         let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
         for i in 0..30 {
             // Records at timestamps 10*i, 10*i+1.
-            log.append_as_leader(&build_batch(0, 10 * i, &[b"0123456789", b"x"]), 0, 0)
+            log.append_as_leader_client(&build_batch(0, 10 * i, &[b"0123456789", b"x"]), 0, 0)
                 .unwrap();
         }
         let plan = log.timestamp_plan(155).unwrap();
@@ -945,7 +1010,7 @@ mod tests {
         config.retention_bytes = 2_000;
         let mut log = Log::create(dir.path(), config, 0, 0).unwrap();
         for i in 0..60 {
-            log.append_as_leader(&build_batch(0, i, &[b"0123456789"]), 0, 0)
+            log.append_as_leader_client(&build_batch(0, i, &[b"0123456789"]), 0, 0)
                 .unwrap();
         }
         let deleted = log.apply_retention(0).unwrap();
@@ -958,5 +1023,76 @@ mod tests {
         ));
         log.advance_log_start_offset(55).unwrap();
         assert_eq!(read_all(&log, 55)[0].base_offset, 55);
+    }
+
+    #[test]
+    fn idempotent_and_transactional_state_survives_reopen() {
+        use crate::storage::batch::test_support::producer_batch;
+        use crate::storage::producer_state::{CONTROL_ABORT, CONTROL_COMMIT};
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        let first = log
+            .append_as_leader_client(&producer_batch(5, 0, 0, 3, false), 0, 0)
+            .unwrap();
+        assert_eq!((first.first_offset, first.last_offset), (0, 2));
+        // The retry is answered with the original offsets and not written again.
+        let retry = log
+            .append_as_leader_client(&producer_batch(5, 0, 0, 3, false), 0, 0)
+            .unwrap();
+        assert!(retry.is_duplicate());
+        assert_eq!(retry.first_offset, 0);
+        assert_eq!(log.log_end_offset(), 3);
+        assert!(matches!(
+            log.append_as_leader_client(&producer_batch(5, 0, 7, 1, false), 0, 0),
+            Err(StorageError::Sequence(_))
+        ));
+        // A transaction from producer 6, aborted; one from producer 7, left open.
+        log.append_as_leader_client(&producer_batch(6, 0, 0, 2, true), 0, 0)
+            .unwrap();
+        let marker = Marker {
+            producer_id: 6,
+            producer_epoch: 0,
+            control_type: CONTROL_ABORT,
+            coordinator_epoch: 0,
+        };
+        let abort = log.append_marker(&marker, 0).unwrap();
+        assert_eq!(abort.first_offset, 5);
+        log.append_as_leader_client(&producer_batch(7, 0, 0, 1, true), 0, 0)
+            .unwrap();
+        assert_eq!(log.first_unstable_offset(), Some(6));
+        assert_eq!(log.aborted_between(0, 6).len(), 1);
+        log.write_all_indexes().unwrap();
+        drop(log);
+        // Without any snapshot, the state is rebuilt by replaying the whole log.
+        let (replayed, _) = Log::open(dir.path(), small_config(), None, false, 0).unwrap();
+        drop(replayed);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "snapshot") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        for clean in [true, false] {
+            let (mut log, _) = Log::open(dir.path(), small_config(), None, clean, 0).unwrap();
+            assert_eq!(log.first_unstable_offset(), Some(6), "clean={clean}");
+            assert_eq!(log.aborted_between(0, 7).len(), 1, "clean={clean}");
+            let retry = log
+                .append_as_leader_client(&producer_batch(5, 0, 0, 3, false), 0, 0)
+                .unwrap();
+            assert!(
+                retry.is_duplicate(),
+                "dedup survives a restart (clean={clean})"
+            );
+            if !clean {
+                let commit = Marker {
+                    producer_id: 7,
+                    producer_epoch: 0,
+                    control_type: CONTROL_COMMIT,
+                    coordinator_epoch: 0,
+                };
+                log.append_marker(&commit, 0).unwrap();
+                assert_eq!(log.first_unstable_offset(), None);
+            }
+        }
     }
 }
