@@ -76,7 +76,8 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
         .map_err(ServerError::Storage)?;
     let (stop, stopped) = watch::channel(false);
     let background = tokio::spawn(Arc::clone(&broker).run_background(stopped.clone()));
-    let group_timers = tokio::spawn(Arc::clone(&broker).run_group_timers(stopped.clone()));
+    let coordinator_timers =
+        tokio::spawn(Arc::clone(&broker).run_coordinator_timers(stopped.clone()));
     let accept = tokio::spawn(listener::run(
         listener,
         Arc::clone(&broker),
@@ -101,8 +102,8 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     if let Err(err) = background.await {
         error!("background task failed: {err}");
     }
-    if let Err(err) = group_timers.await {
-        error!("group timer task failed: {err}");
+    if let Err(err) = coordinator_timers.await {
+        error!("coordinator timer task failed: {err}");
     }
     tokio::task::spawn_blocking(move || broker.shutdown())
         .await

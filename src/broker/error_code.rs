@@ -6,6 +6,7 @@ pub use proto_kafka::ResponseError as KafkaError;
 
 use super::topics::TopicError;
 use crate::coordinator::group::GroupError;
+use crate::coordinator::txn::TxnError;
 use crate::storage::producer_state::SequenceError;
 use crate::storage::StorageError;
 
@@ -81,4 +82,22 @@ pub fn from_group(err: GroupError) -> i16 {
 /// The code for an optional group error (0 for none).
 pub fn from_group_result(err: Option<GroupError>) -> i16 {
     err.map_or(NONE, from_group)
+}
+
+/// Maps a transaction coordinator error to its Kafka code. Before KIP-588 (InitProducerId
+/// v4, AddPartitionsToTxn/AddOffsetsToTxn/EndTxn v2, TxnOffsetCommit v3) clients knew
+/// PRODUCER_FENCED as INVALID_PRODUCER_EPOCH.
+pub fn from_txn(err: TxnError, producer_fenced_known: bool) -> i16 {
+    let kafka = match err {
+        TxnError::InvalidTransactionTimeout => KafkaError::InvalidTransactionTimeout,
+        TxnError::ConcurrentTransactions => KafkaError::ConcurrentTransactions,
+        TxnError::InvalidProducerIdMapping => KafkaError::InvalidProducerIdMapping,
+        TxnError::ProducerFenced if producer_fenced_known => KafkaError::ProducerFenced,
+        TxnError::ProducerFenced => KafkaError::InvalidProducerEpoch,
+        TxnError::InvalidTxnState => KafkaError::InvalidTxnState,
+        TxnError::UnknownTopicOrPartition => KafkaError::UnknownTopicOrPartition,
+        TxnError::OperationNotAttempted => KafkaError::OperationNotAttempted,
+        TxnError::StorageFailure => KafkaError::CoordinatorNotAvailable,
+    };
+    kafka.code()
 }

@@ -2,13 +2,16 @@
 //! API, partitions and their waiters, the flusher, and the mapping of errors to Kafka
 //! codes. Transport-agnostic: a decoded request goes in, an encoded response comes out.
 
+mod coordinators;
 pub mod dispatch;
 pub mod error_code;
 pub mod flusher;
-pub mod group_log;
 pub mod handlers;
+pub mod internal_log;
 pub mod partition;
+pub mod producer_ids;
 pub mod topics;
+pub mod txn_env;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,16 +21,20 @@ use tracing::{error, info, warn};
 
 use crate::config::{BrokerConfig, Endpoint};
 use crate::coordinator::group::GroupCoordinator;
+use crate::coordinator::txn::TransactionCoordinator;
 use crate::storage::data_dir::DataDir;
 use crate::storage::StorageError;
 use flusher::Flusher;
-use group_log::InternalTopicLog;
-use topics::{TopicError, TopicRegistry, TopicSpec};
+use topics::TopicRegistry;
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Kafka's internal topic for transaction state.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 /// How often the group coordinator's timers are advanced.
 const GROUP_TICK_MS: u64 = 100;
+/// How often transaction timeouts and producer expiry are checked.
+const TXN_TICK_MS: u64 = 1_000;
 
 /// Milliseconds since the Unix epoch (Kafka's timestamp unit).
 pub fn now_ms() -> i64 {
@@ -43,48 +50,11 @@ pub struct Broker {
     pub node_id: i32,
     /// Host and port published in Metadata.
     pub advertised: Endpoint,
-    pub topics: TopicRegistry,
-    pub groups: GroupCoordinator,
+    pub topics: Arc<TopicRegistry>,
+    pub groups: Arc<GroupCoordinator>,
+    pub txns: TransactionCoordinator,
     flusher: Arc<Flusher>,
     flusher_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-/// Creates `__consumer_offsets` if needed and loads the groups it holds.
-fn open_group_coordinator(
-    config: &BrokerConfig,
-    topics: &TopicRegistry,
-) -> Result<GroupCoordinator, StorageError> {
-    let spec = TopicSpec {
-        name: OFFSETS_TOPIC.to_string(),
-        partitions: config.group.offsets_topic_partitions,
-        replication_factor: 1,
-        configs: [
-            ("cleanup.policy", "compact"),
-            ("segment.bytes", "104857600"),
-            ("max.message.bytes", "10485760"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-    };
-    let topic = topics.get_or_create(&spec).map_err(|err| match err {
-        TopicError::Storage(err) => err,
-        other => StorageError::io(
-            "create __consumer_offsets",
-            &config.data_dir,
-            std::io::Error::other(other.to_string()),
-        ),
-    })?;
-    let log = Arc::new(InternalTopicLog::new(topic.partitions.clone()));
-    let groups = GroupCoordinator::new(config.group.clone(), log);
-    groups.load(now_ms()).map_err(|reason| {
-        StorageError::io(
-            "load consumer groups",
-            &config.data_dir,
-            std::io::Error::other(reason),
-        )
-    })?;
-    Ok(groups)
 }
 
 impl Broker {
@@ -96,13 +66,14 @@ impl Broker {
         }
         let cluster_id = data_dir.identity().cluster_id.clone();
         let (flusher, flusher_thread) = Flusher::start();
-        let topics = TopicRegistry::open(
+        let topics = Arc::new(TopicRegistry::open(
             Arc::clone(&data_dir),
             config.topic_defaults.clone(),
             Arc::clone(&flusher),
             config.node_id,
-        )?;
-        let groups = open_group_coordinator(&config, &topics)?;
+        )?);
+        let groups = coordinators::open_groups(&config, &topics)?;
+        let txns = coordinators::open_transactions(&config, &topics, &groups)?;
         Ok(Arc::new(Broker {
             node_id: config.node_id,
             config,
@@ -110,17 +81,23 @@ impl Broker {
             advertised,
             topics,
             groups,
+            txns,
             flusher,
             flusher_thread: std::sync::Mutex::new(Some(flusher_thread)),
         }))
     }
 
-    /// Advances the group coordinator's timers until stopped.
-    pub async fn run_group_timers(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(Duration::from_millis(GROUP_TICK_MS));
+    /// Advances the coordinators' timers until stopped.
+    pub async fn run_coordinator_timers(
+        self: Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut groups = tokio::time::interval(Duration::from_millis(GROUP_TICK_MS));
+        let mut txns = tokio::time::interval(Duration::from_millis(TXN_TICK_MS));
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.groups.tick(now_ms()),
+                _ = groups.tick() => self.groups.tick(now_ms()),
+                _ = txns.tick() => self.txns.tick(now_ms()),
                 _ = stop.changed() => return,
             }
         }
@@ -160,8 +137,10 @@ impl Broker {
 
     fn periodic_work(&self, checkpoint: bool, retention: bool) {
         let now = now_ms();
+        let producer_cutoff_ms = now - self.config.producer_id_expiration_ms;
         for partition in self.topics.all_partitions() {
             partition.flush_if_due(now);
+            partition.expire_producers(producer_cutoff_ms);
             if retention {
                 match partition.apply_retention(now) {
                     Ok(0) => {}

@@ -436,6 +436,21 @@ impl Partition {
         Ok(start)
     }
 
+    /// The producers this partition remembers (DescribeProducers).
+    pub fn producers(&self) -> Vec<crate::storage::producer_state::ProducerEntry> {
+        self.lock()
+            .log
+            .producer_state()
+            .producers()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets producers idle since before `cutoff_ms` (`producer.id.expiration.ms`).
+    pub fn expire_producers(&self, cutoff_ms: i64) {
+        self.lock().log.expire_producers(cutoff_ms);
+    }
+
     /// Deletes segments past retention.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let mut state = self.lock();

@@ -10,6 +10,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use crate::coordinator::group::GroupConfig;
+use crate::coordinator::txn::TxnConfig;
 use crate::properties;
 
 /// A configuration value that cannot be used, with the key and why.
@@ -80,6 +81,14 @@ pub struct BrokerConfig {
     pub topic_defaults: topic::TopicDefaults,
     /// Group coordinator settings (`group.*`, `offsets.*`).
     pub group: GroupConfig,
+    /// Transaction coordinator settings (`transaction.*`, `transactional.id.*`).
+    pub txn: TxnConfig,
+    /// `producer.id.expiration.ms`: idle producers' idempotence state is dropped.
+    pub producer_id_expiration_ms: i64,
+    /// `ferry.replication.factor.cap`: accept CreateTopics asking for more than one
+    /// replica and serve the topic with one (logged), for tooling written for replicated
+    /// clusters. Off by default: Kafka rejects what it cannot replicate.
+    pub replication_factor_cap: bool,
     /// Keys that came from the config file or overrides, for DescribeConfigs sources.
     pub explicit: BTreeMap<String, String>,
 }
@@ -104,6 +113,9 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 300_000,
             topic_defaults: topic::TopicDefaults::default(),
             group: GroupConfig::default(),
+            txn: TxnConfig::default(),
+            producer_id_expiration_ms: 86_400_000,
+            replication_factor_cap: false,
             explicit: BTreeMap::new(),
         }
     }
@@ -263,6 +275,13 @@ impl BrokerConfig {
             "offsets.topic.num.partitions" => {
                 group.offsets_topic_partitions = parse_num(key, value)?
             }
+            "transaction.max.timeout.ms" => self.txn.max_timeout_ms = parse_num(key, value)?,
+            "transactional.id.expiration.ms" => self.txn.id_expiration_ms = parse_num(key, value)?,
+            "transaction.state.log.num.partitions" => {
+                self.txn.state_topic_partitions = parse_num(key, value)?
+            }
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_num(key, value)?,
+            "ferry.replication.factor.cap" => self.replication_factor_cap = parse_bool(key, value)?,
             _ => return self.topic_defaults.apply_broker_key(key, value),
         }
         Ok(true)
@@ -278,6 +297,12 @@ impl BrokerConfig {
         if self.max_inflight_requests_per_connection == 0 {
             return Err(invalid(
                 "ferry.max.inflight.requests.per.connection",
+                "must be at least 1",
+            ));
+        }
+        if self.txn.state_topic_partitions < 1 {
+            return Err(invalid(
+                "transaction.state.log.num.partitions",
                 "must be at least 1",
             ));
         }
@@ -379,6 +404,26 @@ impl BrokerConfig {
             (
                 "offsets.topic.num.partitions".to_string(),
                 self.group.offsets_topic_partitions.to_string(),
+            ),
+            (
+                "transaction.max.timeout.ms".to_string(),
+                self.txn.max_timeout_ms.to_string(),
+            ),
+            (
+                "transactional.id.expiration.ms".to_string(),
+                self.txn.id_expiration_ms.to_string(),
+            ),
+            (
+                "transaction.state.log.num.partitions".to_string(),
+                self.txn.state_topic_partitions.to_string(),
+            ),
+            (
+                "producer.id.expiration.ms".to_string(),
+                self.producer_id_expiration_ms.to_string(),
+            ),
+            (
+                "ferry.replication.factor.cap".to_string(),
+                self.replication_factor_cap.to_string(),
             ),
         ];
         for entry in self.topic_defaults.describe(&BTreeMap::new()) {

@@ -26,9 +26,21 @@ const GROUPS: &[&str] = &[
 /// Cooperative-sticky incremental rebalancing.
 const COOPERATIVE: &[&str] = &["0113"];
 
-fn run_subset(name: &str, tests: &[&str]) -> Result<(), String> {
+/// Runs `tests` against a fresh broker; `extra_args` go to librdkafka's test runner
+/// (`-P` turns idempotence on in every producer).
+fn run_subset(name: &str, tests: &[&str], extra_args: &str) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let broker = Broker::start(dir.path(), &["--override", "num.partitions=4"]);
+    // The suite's cluster has three brokers: 0103 creates topics with replication factor
+    // 3, which a single node serves with one replica when capped.
+    let broker = Broker::start(
+        dir.path(),
+        &[
+            "--override",
+            "num.partitions=4",
+            "--override",
+            "ferry.replication.factor.cap=true",
+        ],
+    );
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = root.join(format!("target/librdkafka-suite/{name}.md"));
     let status = Command::new("bash")
@@ -41,7 +53,7 @@ fn run_subset(name: &str, tests: &[&str]) -> Result<(), String> {
         ])
         .arg("--out")
         .arg(&out)
-        .args(["--timeout-s", "900"])
+        .args(["--timeout-s", "900", "--extra-args", extra_args])
         .current_dir(&root)
         .status()
         .map_err(|e| format!("cannot run scripts/librdkafka-suite.sh: {e}"))?;
@@ -79,15 +91,17 @@ fn librdkafka_suite_passes() {
         "building librdkafka's test suite failed (needs gcc, g++, make)"
     );
     let subsets = [
-        ("produce-consume", PRODUCE_CONSUME),
-        ("groups", GROUPS),
-        ("cooperative", COOPERATIVE),
+        ("produce-consume", PRODUCE_CONSUME, ""),
+        ("produce-consume-idempotent", PRODUCE_CONSUME, "-P"),
+        ("groups", GROUPS, ""),
+        ("cooperative", COOPERATIVE, ""),
+        ("transactions", TRANSACTIONS, ""),
     ];
     let handles: Vec<_> = subsets
         .iter()
-        .map(|(name, tests)| {
-            let (name, tests) = (name.to_string(), tests.to_vec());
-            std::thread::spawn(move || run_subset(&name, &tests))
+        .map(|(name, tests, extra)| {
+            let (name, tests, extra) = (name.to_string(), tests.to_vec(), extra.to_string());
+            std::thread::spawn(move || run_subset(&name, &tests, &extra))
         })
         .collect();
     let failures: Vec<String> = handles

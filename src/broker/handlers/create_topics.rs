@@ -94,6 +94,16 @@ fn spec_from(broker: &Broker, topic: &CreatableTopic) -> Result<TopicSpec, Topic
     } else {
         assignment_size(broker, topic)?
     };
+    let replication_factor = if replication_factor > 1 && broker.config.replication_factor_cap {
+        warn!(
+            topic = topic.name.0.as_str(),
+            requested = replication_factor,
+            "serving the topic with one replica (ferry.replication.factor.cap=true)"
+        );
+        1
+    } else {
+        replication_factor
+    };
     Ok(TopicSpec {
         name: topic.name.0.to_string(),
         partitions,

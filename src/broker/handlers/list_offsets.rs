@@ -1,4 +1,5 @@
-//! ListOffsets (key 2), v1-7: earliest (-2), latest (-1: the high watermark), max timestamp
+//! ListOffsets (key 2), v1-7: earliest (-2), latest (-1: the high watermark, or the last
+//! stable offset for read_committed), max timestamp
 //! (-3, v7+: the record with the largest timestamp) and by timestamp (the first record with
 //! a timestamp at or after the target, found through the time index). A timestamp search
 //! that finds nothing answers offset -1 and timestamp -1, as Kafka does.
@@ -27,6 +28,7 @@ pub fn handle(
     request: ListOffsetsRequest,
 ) -> Handled<ListOffsetsResponse> {
     let version = ctx.api_version;
+    let read_committed = version >= 2 && request.isolation_level == 1;
     // Kafka answers INVALID_REQUEST for partitions named more than once; this also bounds
     // the work one request can ask for (each timestamp lookup may decompress a batch).
     let mut seen = std::collections::HashMap::new();
@@ -68,7 +70,7 @@ pub fn handle(
                         entry.error_code = code(KafkaError::InvalidRequest);
                         return entry;
                     }
-                    match lookup(&partition, p.timestamp) {
+                    match lookup(&partition, p.timestamp, read_committed) {
                         Ok(Some((offset, timestamp))) => {
                             entry.offset = offset;
                             entry.timestamp = timestamp;
@@ -98,8 +100,13 @@ pub fn handle(
 }
 
 /// `(offset, timestamp)` for one query; `timestamp` is a known sentinel or non-negative.
-fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    read_committed: bool,
+) -> Result<Option<(i64, i64)>, StorageError> {
     match timestamp {
+        LATEST if read_committed => Ok(Some((partition.last_stable_offset(), -1))),
         LATEST => Ok(Some((partition.high_watermark(), -1))),
         EARLIEST => Ok(Some((partition.log_start_offset(), -1))),
         MAX_TIMESTAMP => partition.max_timestamp_offset(),

@@ -2,6 +2,8 @@
 //! `handle(broker, ctx, request) -> Handled<Response>` and owns that API's semantics:
 //! which fields exist in which version, which errors apply, what is returned.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -12,21 +14,29 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_producers;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use proto_kafka::messages::TopicName;
+
+use crate::coordinator::DurableFuture;
 use proto_kafka::protocol::StrBytes;
 
 /// An owned string as the codec's string type.
@@ -37,4 +47,13 @@ pub(crate) fn str_bytes(text: &str) -> StrBytes {
 /// A topic name as the codec's newtype.
 pub(crate) fn topic_name(text: &str) -> TopicName {
     TopicName(str_bytes(text))
+}
+
+/// Waits for every write to be durable; false if any failed.
+pub(crate) async fn await_durable(waits: Vec<DurableFuture>) -> bool {
+    let mut ok = true;
+    for wait in waits {
+        ok &= wait.await.is_ok();
+    }
+    ok
 }

@@ -11,6 +11,7 @@ use proto_kafka::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse};
 
 use super::{str_bytes, topic_name};
 use crate::broker::dispatch::{Handled, RequestContext};
+use crate::broker::error_code::{code, KafkaError};
 use crate::broker::Broker;
 use crate::coordinator::group::FetchedOffset;
 
@@ -37,7 +38,7 @@ pub fn handle(
                     .fetch_offsets(group.group_id.0.as_str(), wanted.as_deref());
                 OffsetFetchResponseGroup::default()
                     .with_group_id(GroupId(group.group_id.0.clone()))
-                    .with_topics(group_topics_v8(fetched))
+                    .with_topics(group_topics_v8(fetched, request.require_stable))
             })
             .collect();
     } else {
@@ -50,7 +51,7 @@ pub fn handle(
         let fetched = broker
             .groups
             .fetch_offsets(request.group_id.0.as_str(), wanted.as_deref());
-        response.topics = group_topics(fetched, version);
+        response.topics = group_topics(fetched, version, version >= 7 && request.require_stable);
     }
     Handled::Now(response)
 }
@@ -66,16 +67,32 @@ fn group_by_topic(fetched: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset
     grouped
 }
 
-fn group_topics(fetched: Vec<FetchedOffset>, version: i16) -> Vec<OffsetFetchResponseTopic> {
+/// KIP-447: with require_stable, partitions with uncommitted transactional offsets answer
+/// UNSTABLE_OFFSET_COMMIT (the consumer retries until the transaction completes).
+fn stable_or_error(offset: &FetchedOffset, require_stable: bool) -> (i64, i16) {
+    if require_stable && offset.unstable {
+        (-1, code(KafkaError::UnstableOffsetCommit))
+    } else {
+        (offset.offset, 0)
+    }
+}
+
+fn group_topics(
+    fetched: Vec<FetchedOffset>,
+    version: i16,
+    require_stable: bool,
+) -> Vec<OffsetFetchResponseTopic> {
     group_by_topic(fetched)
         .into_iter()
         .map(|(topic, offsets)| {
             let partitions = offsets
                 .into_iter()
                 .map(|o| {
+                    let (offset, error) = stable_or_error(&o, require_stable);
                     let mut p = OffsetFetchResponsePartition::default()
                         .with_partition_index(o.partition)
-                        .with_committed_offset(o.offset)
+                        .with_committed_offset(offset)
+                        .with_error_code(error)
                         .with_metadata(Some(str_bytes(&o.metadata)));
                     if version >= 5 {
                         p.committed_leader_epoch = o.leader_epoch;
@@ -90,16 +107,21 @@ fn group_topics(fetched: Vec<FetchedOffset>, version: i16) -> Vec<OffsetFetchRes
         .collect()
 }
 
-fn group_topics_v8(fetched: Vec<FetchedOffset>) -> Vec<OffsetFetchResponseTopics> {
+fn group_topics_v8(
+    fetched: Vec<FetchedOffset>,
+    require_stable: bool,
+) -> Vec<OffsetFetchResponseTopics> {
     group_by_topic(fetched)
         .into_iter()
         .map(|(topic, offsets)| {
             let partitions = offsets
                 .into_iter()
                 .map(|o| {
+                    let (offset, error) = stable_or_error(&o, require_stable);
                     OffsetFetchResponsePartitions::default()
                         .with_partition_index(o.partition)
-                        .with_committed_offset(o.offset)
+                        .with_committed_offset(offset)
+                        .with_error_code(error)
                         .with_committed_leader_epoch(o.leader_epoch)
                         .with_metadata(Some(str_bytes(&o.metadata)))
                 })

@@ -41,7 +41,7 @@ struct Inner {
 /// The group coordinator of this broker (it coordinates every group).
 pub struct GroupCoordinator {
     config: GroupConfig,
-    log: Arc<dyn GroupLog>,
+    log: Arc<dyn CoordinatorLog>,
     inner: Mutex<Inner>,
 }
 
@@ -51,7 +51,7 @@ fn new_member_id(client_id: &str) -> String {
 }
 
 impl GroupCoordinator {
-    pub fn new(config: GroupConfig, log: Arc<dyn GroupLog>) -> GroupCoordinator {
+    pub fn new(config: GroupConfig, log: Arc<dyn CoordinatorLog>) -> GroupCoordinator {
         GroupCoordinator {
             config,
             log,

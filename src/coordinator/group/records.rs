@@ -289,20 +289,7 @@ fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, RecordDecodeError> {
     })
 }
 
-/// Kafka's `String.hashCode` over UTF-16 code units, used to place a group on a partition.
-pub fn java_string_hash(text: &str) -> i32 {
-    text.encode_utf16().fold(0i32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(i32::from(unit))
-    })
-}
-
-/// `Utils.abs(groupId.hashCode) % partitions`, as `GroupCoordinatorService.partitionFor`.
-pub fn partition_for(group: &str, partitions: usize) -> usize {
-    let hash = java_string_hash(group);
-    // Kafka's Utils.abs maps i32::MIN to 0 rather than overflowing.
-    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
-    positive as usize % partitions.max(1)
-}
+pub use crate::coordinator::{java_string_hash, partition_for};
 
 #[cfg(test)]
 mod tests {

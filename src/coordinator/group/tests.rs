@@ -21,7 +21,7 @@ impl MemoryLog {
     }
 }
 
-impl GroupLog for MemoryLog {
+impl CoordinatorLog for MemoryLog {
     fn partitions(&self) -> usize {
         self.partitions.lock().unwrap().len()
     }
@@ -54,7 +54,7 @@ fn config() -> GroupConfig {
 }
 
 fn coordinator(log: &Arc<MemoryLog>) -> GroupCoordinator {
-    GroupCoordinator::new(config(), Arc::clone(log) as Arc<dyn GroupLog>)
+    GroupCoordinator::new(config(), Arc::clone(log) as Arc<dyn CoordinatorLog>)
 }
 
 fn join_request(member_id: &str, instance: Option<&str>, protocols: &[&str]) -> JoinRequest {
@@ -317,7 +317,7 @@ fn offsets_of_an_empty_group_expire_after_retention() {
     let mut cfg = config();
     cfg.offsets_retention_ms = 1_000;
     cfg.offsets_retention_check_interval_ms = 100;
-    let c = GroupCoordinator::new(cfg, Arc::clone(&log) as Arc<dyn GroupLog>);
+    let c = GroupCoordinator::new(cfg, Arc::clone(&log) as Arc<dyn CoordinatorLog>);
     let commit = CommitRequest {
         group_id: "g".into(),
         member_id: String::new(),
@@ -354,7 +354,7 @@ fn initial_rebalance_delay_waits_for_more_members() {
     let log = MemoryLog::new(1);
     let mut cfg = config();
     cfg.initial_rebalance_delay_ms = 3_000;
-    let c = GroupCoordinator::new(cfg, Arc::clone(&log) as Arc<dyn GroupLog>);
+    let c = GroupCoordinator::new(cfg, Arc::clone(&log) as Arc<dyn CoordinatorLog>);
     let (_, mut join_a) = join_new(&c, 0);
     c.tick(2_000);
     assert!(join_a.try_recv().is_err(), "still inside the initial delay");

@@ -2,10 +2,10 @@
 //! the coordinator can be driven directly in tests.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 
 use bytes::Bytes;
+
+pub use crate::coordinator::{CoordinatorLog, DurableFuture, KeyValue, LogEvent, RecordVisitor};
 
 /// Group coordinator settings (Kafka's `group.*` and `offsets.*` broker keys).
 #[derive(Debug, Clone)]
@@ -208,9 +208,6 @@ pub struct TxnCommitRequest {
     pub offsets: Vec<OffsetToCommit>,
 }
 
-/// Resolves once written records are durable under the partition's flush policy.
-pub type DurableFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
-
 /// Result of a commit: per-partition outcomes and the wait before answering.
 pub struct CommitOutcome {
     pub results: Vec<(String, i32, Option<GroupError>)>,
@@ -258,41 +255,4 @@ pub struct GroupListing {
     pub group_id: String,
     pub protocol_type: String,
     pub state: &'static str,
-}
-
-/// A record as the coordinator writes it: key and value (`None` = tombstone).
-pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
-
-/// What replaying `__consumer_offsets` yields, in log order.
-#[derive(Debug, Clone, Copy)]
-pub enum LogEvent<'a> {
-    /// A record; `transactional_producer` is set for offsets committed in a transaction,
-    /// which count only once a COMMIT marker for that producer follows.
-    Record {
-        key: &'a [u8],
-        value: Option<&'a [u8]>,
-        transactional_producer: Option<i64>,
-    },
-    /// A transaction marker for a producer.
-    Marker { producer_id: i64, commit: bool },
-}
-
-/// Receives replayed log events.
-pub type RecordVisitor<'a> = dyn FnMut(LogEvent<'_>) + 'a;
-
-/// Where the coordinator keeps its records: the partitions of `__consumer_offsets`.
-pub trait GroupLog: Send + Sync {
-    fn partitions(&self) -> usize;
-    /// Appends `(key, value)` records (value `None` = tombstone) to one partition as one
-    /// batch, returning a future for their durability.
-    /// `transaction` is the producer `(id, epoch)` of offsets committed inside a
-    /// transaction.
-    fn append(
-        &self,
-        partition: usize,
-        records: &[KeyValue],
-        transaction: Option<(i64, i16)>,
-    ) -> Result<DurableFuture, String>;
-    /// Visits every record of one partition in log order.
-    fn replay(&self, partition: usize, visit: &mut RecordVisitor<'_>) -> Result<(), String>;
 }

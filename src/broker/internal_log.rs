@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::coordinator::group::{DurableFuture, GroupLog, KeyValue, LogEvent, RecordVisitor};
+use crate::coordinator::group::{CoordinatorLog, DurableFuture, KeyValue, LogEvent, RecordVisitor};
 use crate::storage::batch::BatchIter;
 use crate::storage::log::marker_of;
 use crate::storage::producer_state::CONTROL_COMMIT;
@@ -63,7 +63,7 @@ pub fn durable_future(partition: &Arc<Partition>, wait: Option<i64>) -> DurableF
     })
 }
 
-impl GroupLog for InternalTopicLog {
+impl CoordinatorLog for InternalTopicLog {
     fn partitions(&self) -> usize {
         self.partitions.len()
     }

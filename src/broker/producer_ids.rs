@@ -1,0 +1,80 @@
+//! Producer ids that are never reused, even across crashes: ids are handed out from a
+//! block whose end is persisted (fsynced, atomically replaced) before the first id of the
+//! block is used. A crash wastes at most the rest of a block.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::storage::checkpoint::write_atomically;
+use crate::storage::StorageError;
+
+/// Ids reserved per write of the block file.
+const BLOCK_SIZE: i64 = 1_000;
+
+struct Range {
+    next: i64,
+    end: i64,
+}
+
+pub struct ProducerIds {
+    path: PathBuf,
+    range: Mutex<Range>,
+}
+
+impl ProducerIds {
+    /// Opens the allocator; the first id handed out is the persisted block end.
+    pub fn open(path: PathBuf) -> Result<ProducerIds, StorageError> {
+        let start = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<i64>().map_err(|_| {
+                StorageError::io(
+                    "read producer id block",
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not a number"),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(StorageError::io("read producer id block", &path, e)),
+        };
+        Ok(ProducerIds {
+            path,
+            range: Mutex::new(Range {
+                next: start,
+                end: start,
+            }),
+        })
+    }
+
+    /// A producer id never handed out before.
+    pub fn next(&self) -> Result<i64, StorageError> {
+        let mut range = self
+            .range
+            .lock()
+            .expect("producer id lock is never held across a panic");
+        if range.next >= range.end {
+            let end = range.next + BLOCK_SIZE;
+            write_atomically(&self.path, format!("{end}\n").as_bytes())?;
+            range.end = end;
+        }
+        let id = range.next;
+        range.next += 1;
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_not_reused_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry-producer-ids");
+        let first = ProducerIds::open(path.clone()).unwrap();
+        let a = first.next().unwrap();
+        let b = first.next().unwrap();
+        assert_eq!((a, b), (0, 1));
+        drop(first);
+        let second = ProducerIds::open(path).unwrap();
+        assert!(second.next().unwrap() >= BLOCK_SIZE);
+    }
+}
