@@ -19,9 +19,12 @@ const PRODUCE_CONSUME: &[&str] = &[
 
 /// Consumer groups (0113, the longest, runs as its own subset).
 const GROUPS: &[&str] = &[
-    "0018", "0019", "0020", "0026", "0029", "0030", "0033", "0040", "0045", "0056", "0069", "0093",
-    "0099", "0102", "0118", "0130", "0132",
+    "0018", "0019", "0020", "0026", "0029", "0030", "0033", "0040", "0045", "0056", "0061", "0069",
+    "0093", "0099", "0102", "0118", "0130", "0132", "0137",
 ];
+
+/// Idempotence and transactions.
+const TRANSACTIONS: &[&str] = &["0090", "0103", "0129"];
 
 /// Cooperative-sticky incremental rebalancing.
 const COOPERATIVE: &[&str] = &["0113"];
