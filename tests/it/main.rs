@@ -3,12 +3,15 @@
 
 mod consumer_process;
 mod crash;
+mod eos_pipeline;
 mod groups;
 mod groups_cli;
 mod hostile_frames;
+mod idempotence;
 mod kafka_python;
 mod librdkafka_suite;
 mod produce_consume;
 mod records;
 mod recovery;
 mod support;
+mod transactions;

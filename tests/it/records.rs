@@ -147,7 +147,7 @@ pub fn read_all(broker: &Broker, topic: &str, end_offsets: &BTreeMap<i32, i64>) 
 
 /// The highest acknowledged offset plus one, per partition (partitions without
 /// acknowledged records are absent).
-pub fn end_offsets(acked: &Acked) -> BTreeMap<i32, i64> {
+pub fn end_offsets<V>(acked: &BTreeMap<(i32, i64), V>) -> BTreeMap<i32, i64> {
     let mut ends = BTreeMap::new();
     for &(partition, offset) in acked.keys() {
         let end = ends.entry(partition).or_insert(0);

@@ -23,7 +23,6 @@ def main(bootstrap, topic, group):
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
         compression_type="gzip",
-        enable_idempotence=False,
         acks="all",
     )
     sent = {}
