@@ -85,7 +85,10 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     });
 }
 
-struct Deliveries(Mutex<BTreeMap<u64, Result<(i32, i64), String>>>);
+/// Where each record (by sequence number) was acknowledged, or why it failed.
+type Outcomes = BTreeMap<u64, Result<(i32, i64), String>>;
+
+struct Deliveries(Mutex<Outcomes>);
 
 impl ClientContext for Deliveries {}
 
