@@ -50,8 +50,21 @@ async fn termination_signal() {
     }
 }
 
+/// A write past the process's file size limit (RLIMIT_FSIZE) raises SIGXFSZ, whose default
+/// action kills the process. Ignored, the write fails with EFBIG instead, which the storage
+/// layer handles like a full disk: the write is undone and the producer gets
+/// KAFKA_STORAGE_ERROR.
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code; it is
+    // done once at startup before any thread writes files.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// Runs a broker until a termination signal, then shuts it down cleanly.
 pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
+    ignore_file_size_signal();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {

@@ -30,6 +30,36 @@ pub fn parse_file_stem(stem: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
+/// Smallest and largest amounts of disk space reserved ahead of a segment's end.
+const RESERVE_CHUNK_MIN_BYTES: u64 = 1 << 20;
+const RESERVE_CHUNK_MAX_BYTES: u64 = 64 << 20;
+
+/// Reserves disk blocks for `[from, from + len)` without changing the file's size
+/// (`fallocate(FALLOC_FL_KEEP_SIZE)`). Appending into reserved blocks is several times
+/// faster on ext4 than appending into unallocated space, where every buffered write must
+/// allocate blocks (measured: 2.6 GB/s against 0.45 GB/s, see docs/performance.md). The
+/// file's size still says exactly how much data it holds, so recovery is unchanged.
+#[cfg(target_os = "linux")]
+fn reserve(file: &File, from: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) else {
+        return Ok(());
+    };
+    // SAFETY: fallocate only reads its integer arguments; the fd is owned by `file`,
+    // which outlives the call.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(_file: &File, _from: u64, _len: u64) -> io::Result<()> {
+    Ok(())
+}
+
 /// Sizes that decide when an index entry is written.
 #[derive(Debug, Clone, Copy)]
 pub struct IndexPolicy {
@@ -64,6 +94,11 @@ pub struct Segment {
     offset_of_max_timestamp: i64,
     /// Wall-clock time the segment was created or opened, for `log.roll.ms`.
     created_at_ms: i64,
+    /// End of the disk space reserved ahead of the data (0: none).
+    reserved_end: u64,
+    /// Size of the next reservation: doubles with use from 1 MiB to 64 MiB, so idle
+    /// partitions reserve little and busy ones rarely call fallocate.
+    reserve_chunk_bytes: u64,
 }
 
 fn open_log_file(path: &Path, create: bool) -> io::Result<File> {
@@ -104,7 +139,33 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             created_at_ms: now_ms,
+            reserved_end: 0,
+            reserve_chunk_bytes: RESERVE_CHUNK_MIN_BYTES,
         }
+    }
+
+    /// Makes sure blocks are reserved up to `end`, reserving a chunk ahead. Failure is not
+    /// an error (the file system may not support it); the write itself reports real ones.
+    fn reserve_through(&mut self, end: u64) {
+        if end <= self.reserved_end {
+            return;
+        }
+        let target = end.max(self.size_bytes + self.reserve_chunk_bytes);
+        self.reserve_chunk_bytes = (self.reserve_chunk_bytes * 2).min(RESERVE_CHUNK_MAX_BYTES);
+        match reserve(&self.file, self.size_bytes, target - self.size_bytes) {
+            Ok(()) => self.reserved_end = target,
+            // Keep trying lazily: no reservation means plain (slower) appends.
+            Err(_) => self.reserved_end = end,
+        }
+    }
+
+    /// Gives back reserved blocks beyond the data (when the segment is sealed or closed).
+    pub fn release_reservation(&mut self) -> io::Result<()> {
+        if self.reserved_end > self.size_bytes {
+            self.file.set_len(self.size_bytes)?;
+        }
+        self.reserved_end = 0;
+        Ok(())
     }
 
     /// Opens an existing segment without reading its batches. Call [`Segment::recover`] or
@@ -170,6 +231,7 @@ impl Segment {
         policy: IndexPolicy,
     ) -> Result<(), AppendIoError> {
         let start = self.size_bytes;
+        self.reserve_through(start + bytes.len() as u64);
         if let Err(source) = self.file.write_all_at(bytes, start) {
             let undo = self.file.set_len(start);
             return Err(AppendIoError {
@@ -295,6 +357,7 @@ impl Segment {
 
     /// Writes both index files (whole), e.g. when the segment rolls or at shutdown.
     pub fn write_indexes(&mut self) -> io::Result<()> {
+        self.release_reservation()?;
         if self.is_empty() {
             // Kafka appends the final max timestamp on roll; an empty segment has none.
         } else {

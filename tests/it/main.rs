@@ -3,6 +3,7 @@
 
 mod consumer_process;
 mod crash;
+mod disk_full;
 mod eos_pipeline;
 mod groups;
 mod groups_cli;

@@ -25,7 +25,35 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker on `data_dir` with extra `serve` arguments.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        Broker::start_limited(data_dir, extra_args, None)
+    }
+
+    /// Starts a broker whose files may not grow beyond `file_size_limit_bytes`
+    /// (RLIMIT_FSIZE), which makes writes fail as on a full disk.
+    pub fn start_limited(
+        data_dir: &Path,
+        extra_args: &[&str],
+        file_size_limit_bytes: Option<u64>,
+    ) -> Broker {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        if let Some(limit) = file_size_limit_bytes {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: libc::RLIM_INFINITY,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -85,6 +113,24 @@ impl Broker {
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL ferry");
         let _ = self.child.wait();
+    }
+
+    /// Lifts the file size limit of a running broker (the disk has room again).
+    pub fn lift_file_size_limit(&self) {
+        let rlimit = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: prlimit reads `rlimit` and writes nothing when the old-limit pointer is null.
+        let rc = unsafe {
+            libc::prlimit(
+                self.child.id() as libc::pid_t,
+                libc::RLIMIT_FSIZE,
+                &rlimit,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0, "prlimit failed: {}", std::io::Error::last_os_error());
     }
 
     /// Whether the process is still running.
