@@ -11,13 +11,14 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use proto_kafka::messages::ApiKey;
 use proto_kafka::protocol::Encodable;
 
 use super::handlers;
 use super::Broker;
 use crate::protocol::codec::EncodeError;
+use crate::protocol::fetch_encoder::{self, FetchResponseOut};
+use crate::protocol::frame::OutFrame;
 use crate::protocol::{encode_response, versions, RequestFrame};
 
 /// Who sent a request and what it is.
@@ -47,20 +48,53 @@ pub enum Handled<T> {
 
 /// What the connection does with a request.
 pub enum Reply {
-    Ready(Result<Bytes, EncodeError>),
-    Pending(BoxFuture<Result<Bytes, EncodeError>>),
+    Ready(Result<OutFrame, EncodeError>),
+    Pending(BoxFuture<Result<OutFrame, EncodeError>>),
     NoResponse,
     /// Close the connection after writing the responses before this one.
     Close(String),
 }
 
-fn finish<T: Encodable + Send + 'static>(ctx: &RequestContext, handled: Handled<T>) -> Reply {
+/// A response body that can become a complete frame.
+pub trait IntoFrame {
+    fn into_frame(
+        self,
+        key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<OutFrame, EncodeError>;
+}
+
+impl<T: Encodable> IntoFrame for T {
+    fn into_frame(
+        self,
+        key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<OutFrame, EncodeError> {
+        encode_response(key, version, correlation_id, &self).map(OutFrame::from_bytes)
+    }
+}
+
+/// Fetch responses are encoded by hand so record data can be sent from files.
+impl IntoFrame for FetchResponseOut {
+    fn into_frame(
+        self,
+        _key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<OutFrame, EncodeError> {
+        Ok(fetch_encoder::encode(&self, version, correlation_id))
+    }
+}
+
+fn finish<T: IntoFrame + Send + 'static>(ctx: &RequestContext, handled: Handled<T>) -> Reply {
     let (key, version, correlation_id) = (ctx.api_key, ctx.api_version, ctx.correlation_id);
     match handled {
-        Handled::Now(body) => Reply::Ready(encode_response(key, version, correlation_id, &body)),
+        Handled::Now(body) => Reply::Ready(body.into_frame(key, version, correlation_id)),
         Handled::Later(future) => Reply::Pending(Box::pin(async move {
             let body = future.await;
-            encode_response(key, version, correlation_id, &body)
+            body.into_frame(key, version, correlation_id)
         })),
         Handled::NoResponse => Reply::NoResponse,
         Handled::Close(reason) => Reply::Close(reason),
@@ -88,7 +122,8 @@ pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame, peer: SocketAddr) -> 
     if !versions::is_supported(frame.api_key, frame.api_version) {
         if frame.api_key == ApiKey::ApiVersions {
             // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can retry.
-            return Reply::Ready(handlers::api_versions::unsupported_version(&ctx));
+            let frame = handlers::api_versions::unsupported_version(&ctx).map(OutFrame::from_bytes);
+            return Reply::Ready(frame);
         }
         return Reply::Close(format!(
             "{:?} v{} is not supported (see ApiVersions)",

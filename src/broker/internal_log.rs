@@ -111,10 +111,11 @@ impl CoordinatorLog for InternalTopicLog {
             if read.records.is_empty() {
                 break;
             }
-            for item in BatchIter::new(&read.records) {
+            let records = read.records.load().map_err(|e| e.to_string())?;
+            for item in BatchIter::new(&records) {
                 let (position, header) = item.map_err(|e| e.to_string())?;
                 offset = header.next_offset();
-                let bytes = &read.records[position..position + header.total_bytes()];
+                let bytes = &records[position..position + header.total_bytes()];
                 if header.is_control() {
                     if let Some((control_type, _)) = marker_of(bytes, &header) {
                         visit(LogEvent::Marker {

@@ -16,6 +16,8 @@ use tracing::error;
 
 use super::flusher::Flusher;
 use crate::config::topic::ResolvedTopicConfig;
+use crate::protocol::fetch_encoder::RecordsOut;
+use crate::protocol::frame::FileRegion;
 use crate::storage::log::{self, AppendInfo, AppendOrigin, Log, Marker};
 use crate::storage::producer_state::AbortedTxn;
 use crate::storage::segment::ReadLimits;
@@ -52,7 +54,8 @@ pub struct Partition {
 /// Records read for a fetch, with the offsets the response reports.
 #[derive(Debug, Clone)]
 pub struct PartitionRead {
-    pub records: Bytes,
+    /// The batches read: a file region to send as is, or bytes.
+    pub records: RecordsOut,
     pub high_watermark: i64,
     /// The last stable offset: below the oldest open transaction, at most the high watermark.
     pub last_stable_offset: i64,
@@ -334,11 +337,15 @@ impl Partition {
             max_bytes,
             min_one_batch,
         };
-        let mut records = Bytes::new();
+        let mut records = RecordsOut::Bytes(Bytes::new());
         for plan in plans {
-            let chunk = plan.read(limits).map_err(|e| self.read_error(e))?;
-            if let Some(chunk) = chunk {
-                records = chunk.bytes;
+            let span = plan.locate(limits).map_err(|e| self.read_error(e))?;
+            if let Some(span) = span {
+                records = RecordsOut::File(FileRegion {
+                    file: Arc::clone(&plan.file),
+                    position: span.start_position,
+                    len: span.len,
+                });
                 break;
             }
         }

@@ -31,6 +31,7 @@ use super::ConnectionLimits;
 use crate::broker::dispatch::{dispatch, Reply};
 use crate::broker::Broker;
 use crate::protocol::decode_request_header;
+use crate::protocol::frame::{Chunk, FileRegion, OutFrame};
 use proto_kafka::messages::ApiKey;
 
 /// Frames up to this many bytes are read without a `queued.max.request.bytes` reservation
@@ -261,6 +262,69 @@ async fn write_within(
     Ok(())
 }
 
+/// Writes a frame's chunks in order: bytes through the buffer, file regions with
+/// `sendfile` after flushing the buffer.
+async fn write_frame_within(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    frame: &OutFrame,
+    idle: Duration,
+) -> std::io::Result<()> {
+    for chunk in &frame.chunks {
+        match chunk {
+            Chunk::Bytes(bytes) => write_within(writer, bytes, idle).await?,
+            Chunk::File(region) => {
+                flush_within(writer, idle).await?;
+                send_file_within(writer.get_ref(), region, idle).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a file region straight from the page cache to the socket. Each wait for the
+/// socket to accept more is bounded by `idle`.
+async fn send_file_within(
+    socket: &OwnedWriteHalf,
+    region: &FileRegion,
+    idle: Duration,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+    let stream: &TcpStream = socket.as_ref();
+    let (socket_fd, file_fd) = (stream.as_raw_fd(), region.file.as_raw_fd());
+    let mut offset = libc::off_t::try_from(region.position)
+        .map_err(|_| std::io::Error::other("file offset out of range"))?;
+    let mut left = region.len;
+    while left > 0 {
+        tokio::time::timeout(idle, stream.writable())
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client read no response for longer than connections.max.idle.ms",
+                )
+            })??;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            // SAFETY: both descriptors are open for the duration of the call (the socket is
+            // borrowed, the file held by `region`), and `offset` is a valid off_t that
+            // sendfile advances.
+            let n = unsafe { libc::sendfile(socket_fd, file_fd, &mut offset, left) };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match sent {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => left -= n,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 async fn flush_within(
     writer: &mut BufWriter<OwnedWriteHalf>,
     idle: Duration,
@@ -308,7 +372,7 @@ async fn write_replies(
                 break;
             }
         };
-        if let Err(err) = write_within(&mut writer, &frame, idle).await {
+        if let Err(err) = write_frame_within(&mut writer, &frame, idle).await {
             log_write_error(peer, &err);
             return;
         }

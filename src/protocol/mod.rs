@@ -3,6 +3,8 @@
 //! crate; see `codec.rs` for why that crate and how its decoders are guarded.
 
 pub mod codec;
+pub mod fetch_encoder;
+pub mod frame;
 pub mod versions;
 
 pub use codec::{decode_request_header, encode_response, DecodeError, RequestFrame};

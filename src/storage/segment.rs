@@ -432,6 +432,15 @@ pub struct ReadChunk {
     pub start_position: u64,
 }
 
+/// Whole batches found by [`ReadPlan::locate`]: a byte range of the segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start_position: u64,
+    pub len: usize,
+    /// Offset one past the last batch in the range.
+    pub next_offset: i64,
+}
+
 /// Limits for one read.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadLimits {
@@ -450,6 +459,20 @@ impl ReadPlan {
     /// the batches after it, within the limits. `None` when the segment has no such batch
     /// below the upper offset or the budget does not fit the first batch.
     pub fn read(&self, limits: ReadLimits) -> io::Result<Option<ReadChunk>> {
+        let Some(span) = self.locate(limits)? else {
+            return Ok(None);
+        };
+        let mut buf = BytesMut::zeroed(span.len);
+        self.file.read_exact_at(&mut buf, span.start_position)?;
+        Ok(Some(ReadChunk {
+            bytes: buf.freeze(),
+            next_offset: span.next_offset,
+            start_position: span.start_position,
+        }))
+    }
+
+    /// Like [`Self::read`] but only finds the byte range, for sending it from the file.
+    pub fn locate(&self, limits: ReadLimits) -> io::Result<Option<Span>> {
         let mut scanner = HeaderScanner::new(&self.file, self.end_position);
         let mut position = self.start_position;
         let first = loop {
@@ -478,12 +501,10 @@ impl ReadPlan {
         if total == 0 {
             return Ok(None);
         }
-        let mut buf = BytesMut::zeroed(total);
-        self.file.read_exact_at(&mut buf, start_position)?;
-        Ok(Some(ReadChunk {
-            bytes: buf.freeze(),
-            next_offset,
+        Ok(Some(Span {
             start_position,
+            len: total,
+            next_offset,
         }))
     }
 

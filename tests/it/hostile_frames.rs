@@ -31,6 +31,11 @@ use proto_kafka::messages::list_offsets_request::{ListOffsetsPartition, ListOffs
 use proto_kafka::messages::metadata_request::MetadataRequestTopic;
 use proto_kafka::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use proto_kafka::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest,
+    DescribeTransactionsRequest, EndTxnRequest, InitProducerIdRequest, ListTransactionsRequest,
+    TxnOffsetCommitRequest,
+};
+use proto_kafka::messages::{
     AlterConfigsRequest, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
     HeartbeatRequest, IncrementalAlterConfigsRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
@@ -211,6 +216,14 @@ fn decode_body(frame: &RequestFrame, reencode: bool) -> Result<Option<Bytes>, De
         ApiKey::AlterConfigs => decode_as::<AlterConfigsRequest>(frame, r),
         ApiKey::IncrementalAlterConfigs => decode_as::<IncrementalAlterConfigsRequest>(frame, r),
         ApiKey::OffsetDelete => decode_as::<OffsetDeleteRequest>(frame, r),
+        ApiKey::InitProducerId => decode_as::<InitProducerIdRequest>(frame, r),
+        ApiKey::AddPartitionsToTxn => decode_as::<AddPartitionsToTxnRequest>(frame, r),
+        ApiKey::AddOffsetsToTxn => decode_as::<AddOffsetsToTxnRequest>(frame, r),
+        ApiKey::EndTxn => decode_as::<EndTxnRequest>(frame, r),
+        ApiKey::TxnOffsetCommit => decode_as::<TxnOffsetCommitRequest>(frame, r),
+        ApiKey::DescribeProducers => decode_as::<DescribeProducersRequest>(frame, r),
+        ApiKey::DescribeTransactions => decode_as::<DescribeTransactionsRequest>(frame, r),
+        ApiKey::ListTransactions => decode_as::<ListTransactionsRequest>(frame, r),
         other => panic!("{other:?} is in SUPPORTED; teach hostile_frames its request type"),
     }
 }
@@ -567,6 +580,84 @@ fn group_sample_body(key: ApiKey, version: i16) -> Bytes {
                     .with_partitions(vec![OffsetDeleteRequestPartition::default()])]);
             enc(&request, key, version)
         }
+        other => transaction_sample_body(other, version),
+    }
+}
+
+/// Sample bodies of the idempotence and transaction APIs.
+fn transaction_sample_body(key: ApiKey, version: i16) -> Bytes {
+    use proto_kafka::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use proto_kafka::messages::describe_producers_request::TopicRequest;
+    use proto_kafka::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use proto_kafka::messages::{GroupId, ProducerId, TransactionalId};
+    fn enc<T: Encodable>(body: &T, key: ApiKey, version: i16) -> Bytes {
+        let mut buf = BytesMut::new();
+        body.encode(&mut buf, version)
+            .unwrap_or_else(|e| panic!("encode sample {key:?} v{version}: {e}"));
+        buf.freeze()
+    }
+    let txn_id = || TransactionalId(str_bytes("hostile-txn"));
+    match key {
+        ApiKey::InitProducerId => enc(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(txn_id()))
+                .with_transaction_timeout_ms(60_000),
+            key,
+            version,
+        ),
+        ApiKey::AddPartitionsToTxn => enc(
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(txn_id())
+                .with_v3_and_below_producer_id(ProducerId(1))
+                .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(topic_name(CORPUS_TOPIC))
+                    .with_partitions(vec![0])]),
+            key,
+            version,
+        ),
+        ApiKey::AddOffsetsToTxn => enc(
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(txn_id())
+                .with_producer_id(ProducerId(1))
+                .with_group_id(GroupId(str_bytes("hostile-group"))),
+            key,
+            version,
+        ),
+        ApiKey::EndTxn => enc(
+            &EndTxnRequest::default()
+                .with_transactional_id(txn_id())
+                .with_producer_id(ProducerId(1)),
+            key,
+            version,
+        ),
+        ApiKey::TxnOffsetCommit => enc(
+            &TxnOffsetCommitRequest::default()
+                .with_transactional_id(txn_id())
+                .with_group_id(GroupId(str_bytes("hostile-group")))
+                .with_producer_id(ProducerId(1))
+                .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                    .with_name(topic_name(CORPUS_TOPIC))
+                    .with_partitions(vec![
+                        TxnOffsetCommitRequestPartition::default().with_committed_offset(1)
+                    ])]),
+            key,
+            version,
+        ),
+        ApiKey::DescribeProducers => enc(
+            &DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+                .with_name(topic_name(CORPUS_TOPIC))
+                .with_partition_indexes(vec![0])]),
+            key,
+            version,
+        ),
+        ApiKey::DescribeTransactions => enc(
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![txn_id()]),
+            key,
+            version,
+        ),
+        ApiKey::ListTransactions => enc(&ListTransactionsRequest::default(), key, version),
         other => panic!("{other:?} is in SUPPORTED; teach hostile_frames a sample request"),
     }
 }

@@ -11,16 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use proto_kafka::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, PartitionData,
-};
-use proto_kafka::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
+use proto_kafka::messages::FetchRequest;
 
-use super::topic_name;
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError, NONE};
 use crate::broker::partition::{wait_for, Partition, LEADER_EPOCH};
 use crate::broker::Broker;
+use crate::protocol::fetch_encoder::{FetchResponseOut, PartitionOut, RecordsOut, TopicOut};
 
 /// One requested partition.
 struct Target {
@@ -48,7 +45,7 @@ pub fn handle(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: FetchRequest,
-) -> Handled<FetchResponse> {
+) -> Handled<FetchResponseOut> {
     let topics = request
         .topics
         .iter()
@@ -115,7 +112,7 @@ fn enough_data(fetch: &Request) -> bool {
 }
 
 struct ReadOutcome {
-    response: FetchResponse,
+    response: FetchResponseOut,
     bytes: usize,
     has_error: bool,
     /// Partitions that exist and could return data (zero means waiting is pointless).
@@ -127,7 +124,7 @@ fn read_all(fetch: &Request) -> ReadOutcome {
     let mut total = 0usize;
     let mut has_error = false;
     let mut readable = 0usize;
-    let mut responses = Vec::with_capacity(fetch.topics.len());
+    let mut topics = Vec::with_capacity(fetch.topics.len());
     for topic in &fetch.topics {
         let mut partitions = Vec::with_capacity(topic.targets.len());
         for target in &topic.targets {
@@ -137,18 +134,20 @@ fn read_all(fetch: &Request) -> ReadOutcome {
             } else {
                 readable += 1;
             }
-            let size = entry.records.as_ref().map_or(0, Bytes::len);
+            let size = entry.records.len();
             total += size;
             remaining = remaining.saturating_sub(size);
             partitions.push(entry);
         }
-        responses.push(
-            FetchableTopicResponse::default()
-                .with_topic(topic_name(&topic.name))
-                .with_partitions(partitions),
-        );
+        topics.push(TopicOut {
+            name: topic.name.clone(),
+            partitions,
+        });
     }
-    let response = FetchResponse::default().with_responses(responses);
+    let response = FetchResponseOut {
+        topics,
+        ..FetchResponseOut::default()
+    };
     ReadOutcome {
         response,
         bytes: total,
@@ -162,27 +161,23 @@ fn read_one(
     target: &Target,
     remaining: usize,
     min_one_batch: bool,
-) -> PartitionData {
-    let version = fetch.version;
-    let mut entry = PartitionData::default()
-        .with_partition_index(target.partition_index)
-        .with_high_watermark(-1)
-        .with_last_stable_offset(-1)
-        .with_records(Some(Bytes::new()));
-    if version >= 5 {
-        entry.log_start_offset = -1;
-    }
-    if version >= 11 {
-        entry.preferred_read_replica = BrokerId(-1);
-    }
-    if fetch.read_committed {
-        entry.aborted_transactions = Some(Vec::new());
-    }
+) -> PartitionOut {
+    let mut entry = PartitionOut {
+        partition_index: target.partition_index,
+        error_code: NONE,
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        // read_uncommitted answers null, read_committed a (possibly empty) list.
+        aborted_transactions: fetch.read_committed.then(Vec::new),
+        preferred_read_replica: -1,
+        records: RecordsOut::Bytes(Bytes::new()),
+    };
     let Some(partition) = &target.partition else {
         entry.error_code = code(KafkaError::UnknownTopicOrPartition);
         return entry;
     };
-    if version >= 9
+    if fetch.version >= 9
         && target.current_leader_epoch >= 0
         && target.current_leader_epoch != LEADER_EPOCH
     {
@@ -203,30 +198,22 @@ fn read_one(
         Ok(read) => {
             entry.high_watermark = read.high_watermark;
             entry.last_stable_offset = read.last_stable_offset;
+            entry.log_start_offset = read.log_start_offset;
             if fetch.read_committed {
                 entry.aborted_transactions = Some(
                     read.aborted
                         .iter()
-                        .map(|a| {
-                            AbortedTransaction::default()
-                                .with_producer_id(ProducerId(a.producer_id))
-                                .with_first_offset(a.first_offset)
-                        })
+                        .map(|a| (a.producer_id, a.first_offset))
                         .collect(),
                 );
             }
-            if version >= 5 {
-                entry.log_start_offset = read.log_start_offset;
-            }
-            entry.records = Some(read.records);
+            entry.records = read.records;
         }
         Err(err) => {
             entry.error_code = error_code::from_storage(&err);
             entry.high_watermark = partition.high_watermark();
             entry.last_stable_offset = partition.last_stable_offset();
-            if version >= 5 {
-                entry.log_start_offset = partition.log_start_offset();
-            }
+            entry.log_start_offset = partition.log_start_offset();
         }
     }
     entry
