@@ -11,8 +11,11 @@
 //! * [`client`]: a small Kafka protocol client for Ferry's own tools.
 //! * [`admin`]: operator tools over the wire (`ferry groups`).
 //! * [`properties`]: Java `.properties` text used by configs and metadata files.
+//! * `bench` (feature `bench`): the benchmark harness behind `ferry bench`.
 
 pub mod admin;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod config;

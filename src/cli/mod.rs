@@ -1,5 +1,6 @@
 //! The `ferry` command line: argument parsing only; each subcommand calls into the library.
 
+pub mod bench;
 pub mod groups;
 pub mod serve;
 
@@ -19,6 +20,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Inspect and move consumer groups on any Kafka-protocol cluster.
     Groups(groups::GroupsArgs),
+    /// Benchmark a broker (a fresh Ferry, or any Kafka-compatible one) with librdkafka
+    /// clients; needs the `bench` feature.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the process arguments and runs the chosen subcommand; returns the exit code.
@@ -27,5 +31,6 @@ pub fn run() -> i32 {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Groups(args) => groups::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

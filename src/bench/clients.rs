@@ -1,0 +1,401 @@
+//! The librdkafka side: the admin client that creates and deletes the harness's topics, the
+//! producer context that records acknowledgement latency and batch sizes, and the readers
+//! (plain assigned consumers or consumer-group members) that record end-to-end latency.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::stats::{unix_micros, Latency};
+
+/// Longest the admin client waits for a topic to be created or deleted (10,000 partitions
+/// can take a while on any broker).
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often librdkafka reports statistics (for records per batch).
+pub const STATISTICS_INTERVAL_MS: u32 = 1000;
+/// Distinct client error messages kept per phase (all are counted).
+const KEPT_ERRORS: usize = 5;
+
+/// Errors reported by librdkafka clients: counted, the first few kept.
+#[derive(Debug, Default)]
+pub struct ErrorLog {
+    count: AtomicU64,
+    kept: Mutex<Vec<String>>,
+}
+
+impl ErrorLog {
+    pub fn push(&self, message: String) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < KEPT_ERRORS && !kept.contains(&message) {
+            kept.push(message);
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn kept(&self) -> Vec<String> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The admin client plus a small runtime to wait on its futures.
+pub struct Admin {
+    client: AdminClient<DefaultClientContext>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Admin {
+    pub fn connect(bootstrap: &str) -> Result<Admin, String> {
+        let client = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("client.id", "ferry-bench-admin")
+            .create()
+            .map_err(|e| format!("admin client: {e}"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        Ok(Admin { client, runtime })
+    }
+
+    fn options() -> AdminOptions {
+        AdminOptions::new()
+            .operation_timeout(Some(ADMIN_TIMEOUT))
+            .request_timeout(Some(ADMIN_TIMEOUT))
+    }
+
+    /// Creates the topic and returns how long the broker took to answer.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<Duration, String> {
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (key, value) in configs {
+            topic = topic.set(key, value);
+        }
+        let start = Instant::now();
+        let results = self
+            .runtime
+            .block_on(self.client.create_topics(&[topic], &Admin::options()))
+            .map_err(|e| format!("create topic {name}: {e}"))?;
+        let elapsed = start.elapsed();
+        for result in results {
+            result.map_err(|(topic, code)| format!("create topic {topic}: {code}"))?;
+        }
+        Ok(elapsed)
+    }
+
+    pub fn delete_topics(&self, names: &[&str]) -> Result<Duration, String> {
+        let start = Instant::now();
+        let results = self
+            .runtime
+            .block_on(self.client.delete_topics(names, &Admin::options()))
+            .map_err(|e| format!("delete topics {names:?}: {e}"))?;
+        let elapsed = start.elapsed();
+        for result in results {
+            result.map_err(|(topic, code)| format!("delete topic {topic}: {code}"))?;
+        }
+        Ok(elapsed)
+    }
+}
+
+/// Acknowledgements seen by a producer.
+#[derive(Debug, Default)]
+pub struct Acks {
+    pub latency: Latency,
+    pub last_at: Option<Instant>,
+}
+
+/// The producer's context: each record's delivery opaque is the microsecond (UNIX time) it
+/// was due to be sent; the delivery report turns it into acknowledgement latency.
+#[derive(Debug, Default)]
+pub struct ProducerStats {
+    pub acks: Mutex<Acks>,
+    pub acked_records: AtomicU64,
+    pub acked_bytes: AtomicU64,
+    pub failed_records: AtomicU64,
+    pub failures: ErrorLog,
+    pub client_errors: ErrorLog,
+    /// Sums over librdkafka's per-interval `batchcnt` windows: records and batches.
+    pub batched_records: AtomicI64,
+    pub batches: AtomicI64,
+    pub statistics_reports: AtomicU64,
+}
+
+impl ClientContext for ProducerStats {
+    fn stats_raw(&self, statistics: &[u8]) {
+        let (records, batches) = batch_counts(&String::from_utf8_lossy(statistics));
+        self.batched_records.fetch_add(records, Ordering::Relaxed);
+        self.batches.fetch_add(batches, Ordering::Relaxed);
+        self.statistics_reports.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client_errors.push(format!("{error}: {reason}"));
+    }
+}
+
+impl ProducerContext for ProducerStats {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, due_us: usize) {
+        match result {
+            Ok(message) => {
+                let latency = unix_micros().saturating_sub(due_us as u64);
+                let bytes = message.payload_len() + message.key().map_or(0, <[u8]>::len);
+                self.acked_records.fetch_add(1, Ordering::Relaxed);
+                self.acked_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+                acks.latency.record(latency);
+                acks.last_at = Some(Instant::now());
+            }
+            Err((error, _)) => {
+                self.failed_records.fetch_add(1, Ordering::Relaxed);
+                self.failures.push(error.to_string());
+            }
+        }
+    }
+}
+
+/// Sums `sum` and `cnt` of every `"batchcnt"` window in a librdkafka statistics document
+/// (one per topic): records sent in batches, and batches.
+pub fn batch_counts(statistics: &str) -> (i64, i64) {
+    let number_after = |window: &str, key: &str| -> i64 {
+        window
+            .split(key)
+            .nth(1)
+            .map(|rest| {
+                rest.trim_start_matches([':', ' '])
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '-')
+                    .collect::<String>()
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut records = 0;
+    let mut batches = 0;
+    for part in statistics.split("\"batchcnt\"").skip(1) {
+        let Some(open) = part.find('{') else { continue };
+        let Some(close) = part[open..].find('}') else {
+            continue;
+        };
+        let window = &part[open..open + close];
+        records += number_after(window, "\"sum\"");
+        batches += number_after(window, "\"cnt\"");
+    }
+    (records, batches)
+}
+
+/// A reader's context: client errors only.
+#[derive(Debug, Default)]
+pub struct ReaderContext {
+    pub errors: Arc<ErrorLog>,
+}
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.push(format!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+/// When readers stop: once they have `target_records` (known when producing ends) or at
+/// the deadline.
+#[derive(Debug)]
+pub struct ReaderControl {
+    target_records: AtomicU64,
+    deadline: Mutex<Option<Instant>>,
+    abort: AtomicBool,
+}
+
+impl Default for ReaderControl {
+    fn default() -> ReaderControl {
+        ReaderControl {
+            target_records: AtomicU64::new(u64::MAX),
+            deadline: Mutex::new(None),
+            abort: AtomicBool::new(false),
+        }
+    }
+}
+
+impl ReaderControl {
+    pub fn finish(&self, target_records: u64, deadline: Instant) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+        self.target_records.store(target_records, Ordering::Release);
+    }
+
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::Release);
+    }
+
+    fn done(&self, records: u64) -> bool {
+        records >= self.target_records.load(Ordering::Acquire)
+            || self.abort.load(Ordering::Acquire)
+            || self
+                .deadline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// How a reader attaches to the topic.
+#[derive(Debug, Clone)]
+pub enum ReaderMode {
+    /// Every partition assigned from the start (no group).
+    Assign { partitions: i32 },
+    /// A member of this consumer group, subscribed to the topic.
+    Group { group: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct ReaderSpec {
+    pub bootstrap: String,
+    pub topic: String,
+    pub mode: ReaderMode,
+    pub fetch_wait_ms: u32,
+    /// Record end-to-end latency (not for catch-up reads, where it is only the data's age).
+    pub measure_e2e: bool,
+    /// How long a group member may take to get its assignment.
+    pub join_timeout: Duration,
+}
+
+/// What one reader saw.
+#[derive(Debug, Default)]
+pub struct ReaderOutcome {
+    pub records: u64,
+    pub bytes: u64,
+    pub e2e: Latency,
+    pub last_at: Option<Instant>,
+    pub errors: Arc<ErrorLog>,
+}
+
+/// Creates the consumer and attaches it (for a group: waits for the assignment).
+pub fn start_reader(
+    spec: &ReaderSpec,
+) -> Result<(BaseConsumer<ReaderContext>, Arc<ErrorLog>), String> {
+    let group = match &spec.mode {
+        ReaderMode::Group { group } => group.clone(),
+        ReaderMode::Assign { .. } => format!("ferry-bench-reader-{}", spec.topic),
+    };
+    let context = ReaderContext::default();
+    let errors = Arc::clone(&context.errors);
+    let consumer: BaseConsumer<ReaderContext> = ClientConfig::new()
+        .set("bootstrap.servers", &spec.bootstrap)
+        .set("client.id", "ferry-bench-reader")
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", spec.fetch_wait_ms.to_string())
+        .create_with_context(context)
+        .map_err(|e| format!("consumer: {e}"))?;
+    match &spec.mode {
+        ReaderMode::Assign { partitions } => {
+            let mut list = TopicPartitionList::new();
+            for p in 0..*partitions {
+                list.add_partition_offset(&spec.topic, p, Offset::Beginning)
+                    .map_err(|e| format!("assign: {e}"))?;
+            }
+            consumer.assign(&list).map_err(|e| format!("assign: {e}"))?;
+        }
+        ReaderMode::Group { .. } => {
+            consumer
+                .subscribe(&[&spec.topic])
+                .map_err(|e| format!("subscribe: {e}"))?;
+            let deadline = Instant::now() + spec.join_timeout;
+            loop {
+                if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                    // Nothing is produced yet; a record here would be from an earlier run.
+                    drop(message);
+                }
+                if consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "group {group} got no assignment within {:?}",
+                        spec.join_timeout
+                    ));
+                }
+            }
+        }
+    }
+    Ok((consumer, errors))
+}
+
+/// Polls until the control says stop; counts records and bytes and records end-to-end
+/// latency from the UNIX-microsecond stamp in each value's first 8 bytes.
+pub fn read(
+    consumer: &BaseConsumer<ReaderContext>,
+    errors: Arc<ErrorLog>,
+    control: &ReaderControl,
+    measure_e2e: bool,
+) -> ReaderOutcome {
+    let mut outcome = ReaderOutcome {
+        errors,
+        ..ReaderOutcome::default()
+    };
+    while !control.done(outcome.records) {
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(message)) => {
+                let now_us = unix_micros();
+                let payload = message.payload().unwrap_or_default();
+                outcome.records += 1;
+                outcome.bytes += (payload.len() + message.key().map_or(0, <[u8]>::len)) as u64;
+                outcome.last_at = Some(Instant::now());
+                if measure_e2e {
+                    if let Some(stamp) = payload.get(..8) {
+                        let stamp = u64::from_be_bytes(stamp.try_into().unwrap_or_default());
+                        outcome.e2e.record(now_us.saturating_sub(stamp));
+                    }
+                }
+            }
+            Some(Err(e)) => outcome.errors.push(format!("consume: {e}")),
+            None => {}
+        }
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_counts_from_statistics() {
+        let stats = r#"{"name":"p","topics":{"a":{"topic":"a","batchsize":{"min":1,"sum":999,"cnt":3},
+            "batchcnt": { "min":1, "max":6161, "avg":304, "sum":3040, "stddev": 1, "p50":2, "cnt":10, "hdrsize":1 },
+            "partitions":{}},"b":{"batchcnt":{"sum":5,"cnt":1}}}}"#;
+        assert_eq!(batch_counts(stats), (3045, 11));
+        assert_eq!(batch_counts("{}"), (0, 0));
+    }
+
+    #[test]
+    fn readers_stop_at_target_or_deadline() {
+        let control = ReaderControl::default();
+        assert!(!control.done(1_000_000));
+        control.finish(10, Instant::now() + Duration::from_secs(60));
+        assert!(!control.done(9));
+        assert!(control.done(10));
+        let control = ReaderControl::default();
+        control.finish(10, Instant::now());
+        assert!(control.done(0));
+    }
+}

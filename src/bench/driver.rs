@@ -1,0 +1,610 @@
+//! Runs one phase: creates its topic, attaches the readers, produces (unthrottled, by the
+//! clock at a fixed rate, or a fixed number of bytes), waits for the readers to drain, and
+//! gathers the figures while watching the broker process's CPU, memory and disk traffic.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+use super::broker_process::{DiskBytes, ProcessProbe};
+use super::clients::{
+    self, Admin, ErrorLog, ProducerStats, ReaderControl, ReaderMode, ReaderOutcome, ReaderSpec,
+    STATISTICS_INTERVAL_MS,
+};
+use super::device::BlockDevice;
+use super::limits::{drop_page_cache, fill_random};
+use super::stats::{unix_micros, Latency, Percentiles};
+use super::workloads::{
+    Load, PhaseKind, PhaseSpec, Readers, PHASE_DURATION_FULL, PHASE_DURATION_QUICK,
+    PRODUCER_BATCH_BYTES, W4_DISTINCT_KEYS, W5_BACKLOG_BYTES_FULL, W5_BACKLOG_BYTES_QUICK,
+};
+
+/// Longest a producer may take to deliver what it has queued once sending stops.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest readers keep reading after producing ended, to drain what they lag behind.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a catch-up read may take.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(900);
+/// Longest a consumer group member may wait for its assignment.
+pub const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Readers poll this long after attaching before producing starts, so their first fetches
+/// are in flight and the first records' latency is not the readers' start-up.
+pub const READER_SETTLE: Duration = Duration::from_millis(500);
+/// How often the broker's RSS is sampled during a phase (besides its peak counter).
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+/// Pause when librdkafka's queue is full before sending again.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_micros(500);
+/// Longest to wait after the flush for librdkafka's last statistics window.
+const LAST_STATISTICS_WAIT: Duration = Duration::from_millis(STATISTICS_INTERVAL_MS as u64 + 200);
+
+/// What a phase needs to know about where it runs.
+pub struct PhaseEnv<'a> {
+    pub bootstrap: &'a str,
+    pub quick: bool,
+    /// Appended to topic names (empty when the harness owns the broker).
+    pub topic_suffix: &'a str,
+    pub admin: &'a Admin,
+    /// The broker process, when known, for CPU, memory and disk figures.
+    pub broker: Option<&'a ProcessProbe>,
+    /// The broker's data directory, when the harness started it (for cold reads).
+    pub data_dir: Option<&'a Path>,
+    /// The block device of the work directory, for its flush count.
+    pub device: Option<&'a BlockDevice>,
+}
+
+impl PhaseEnv<'_> {
+    pub fn topic(&self, spec: &PhaseSpec) -> String {
+        format!("{}{}", spec.topic, self.topic_suffix)
+    }
+
+    fn duration(&self) -> Duration {
+        if self.quick {
+            PHASE_DURATION_QUICK
+        } else {
+            PHASE_DURATION_FULL
+        }
+    }
+
+    fn backlog_bytes(&self) -> u64 {
+        if self.quick {
+            W5_BACKLOG_BYTES_QUICK
+        } else {
+            W5_BACKLOG_BYTES_FULL
+        }
+    }
+}
+
+/// Broker resource use over a phase.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerUsage {
+    pub cpu_seconds: Option<f64>,
+    pub peak_rss_kib: Option<u64>,
+    pub disk: Option<DiskBytes>,
+}
+
+/// Everything measured in one phase. Byte counts are keys plus values.
+#[derive(Debug, Clone, Default)]
+pub struct PhaseResult {
+    pub name: &'static str,
+    pub topic: String,
+    pub partitions: i32,
+    pub value_bytes: usize,
+    pub key_bytes: usize,
+    pub acks: &'static str,
+    pub target_records_s: Option<u64>,
+    pub durable: bool,
+    pub readers: usize,
+    pub topic_create_ms: Option<f64>,
+    pub produced_records: u64,
+    pub produced_bytes: u64,
+    pub produce_seconds: f64,
+    pub failed_records: u64,
+    pub consumed_records: u64,
+    pub consumed_bytes: u64,
+    pub consume_seconds: f64,
+    /// Delivered records some reader did not get before its deadline (summed over readers).
+    pub unconsumed_records: u64,
+    pub ack: Option<Percentiles>,
+    pub e2e: Option<Percentiles>,
+    pub wall_seconds: f64,
+    pub broker: BrokerUsage,
+    pub client_cpu_seconds: Option<f64>,
+    /// Flush requests the work directory's device completed (device-wide, all processes).
+    pub device_flushes: Option<u64>,
+    pub records_per_batch: Option<f64>,
+    /// Cold catch-up: whether the topic's pages were dropped from the page cache.
+    pub cache_dropped: Option<bool>,
+    /// Client errors (librdkafka's error callback, failed deliveries, consume errors).
+    pub client_error_count: u64,
+    pub client_errors: Vec<String>,
+    /// Warnings and errors the broker logged during the phase (own broker only).
+    pub broker_log_problems: Vec<String>,
+    /// Why the phase could not run or finish.
+    pub error: Option<String>,
+}
+
+/// Watches the broker between `start` and `finish`.
+struct UsageWatch {
+    probe: Option<ProcessProbe>,
+    cpu_start: Option<f64>,
+    disk_start: Option<DiskBytes>,
+    peak_reset: bool,
+    sampled_peak_kib: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    sampler: Option<thread::JoinHandle<()>>,
+    client_cpu_start: Option<f64>,
+    device: Option<BlockDevice>,
+    flushes_start: Option<u64>,
+    started: Instant,
+}
+
+impl UsageWatch {
+    fn start(probe: Option<&ProcessProbe>, device: Option<&BlockDevice>) -> UsageWatch {
+        let probe = probe.cloned();
+        let sampled_peak_kib = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = probe.clone().map(|probe| {
+            let peak = Arc::clone(&sampled_peak_kib);
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    if let Some(rss) = probe.rss_kib() {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    thread::sleep(RSS_SAMPLE_INTERVAL);
+                }
+            })
+        });
+        UsageWatch {
+            cpu_start: probe.as_ref().and_then(ProcessProbe::cpu_seconds),
+            disk_start: probe.as_ref().and_then(ProcessProbe::disk_bytes),
+            peak_reset: probe.as_ref().is_some_and(ProcessProbe::reset_peak_rss),
+            probe,
+            sampled_peak_kib,
+            stop,
+            sampler,
+            client_cpu_start: ProcessProbe::this_process().cpu_seconds(),
+            flushes_start: device.and_then(BlockDevice::flushes),
+            device: device.cloned(),
+            started: Instant::now(),
+        }
+    }
+
+    fn finish(mut self, result: &mut PhaseResult) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(sampler) = self.sampler.take() {
+            let _ = sampler.join();
+        }
+        result.wall_seconds = self.started.elapsed().as_secs_f64();
+        let client_cpu = ProcessProbe::this_process().cpu_seconds();
+        result.client_cpu_seconds = client_cpu
+            .zip(self.client_cpu_start)
+            .map(|(end, start)| end - start);
+        result.device_flushes = self
+            .device
+            .as_ref()
+            .and_then(BlockDevice::flushes)
+            .zip(self.flushes_start)
+            .map(|(end, start)| end.saturating_sub(start));
+        let Some(probe) = &self.probe else { return };
+        let sampled = Some(self.sampled_peak_kib.load(Ordering::Relaxed)).filter(|&k| k > 0);
+        let hwm = probe.peak_rss_kib().filter(|_| self.peak_reset);
+        result.broker = BrokerUsage {
+            cpu_seconds: probe
+                .cpu_seconds()
+                .zip(self.cpu_start)
+                .map(|(end, start)| end - start),
+            peak_rss_kib: sampled.max(hwm),
+            disk: probe
+                .disk_bytes()
+                .zip(self.disk_start)
+                .map(|(end, start)| DiskBytes {
+                    read_bytes: end.read_bytes.saturating_sub(start.read_bytes),
+                    write_bytes: end.write_bytes.saturating_sub(start.write_bytes),
+                }),
+        };
+    }
+}
+
+/// Runs a phase; failures end up in `PhaseResult::error`, never as a panic.
+pub fn run_phase(env: &PhaseEnv<'_>, spec: &PhaseSpec) -> PhaseResult {
+    let mut result = PhaseResult {
+        name: spec.name,
+        topic: env.topic(spec),
+        partitions: spec.partitions,
+        value_bytes: spec.value_bytes,
+        key_bytes: spec.key_bytes,
+        acks: spec.acks,
+        target_records_s: match spec.load() {
+            Load::Rate(r) => Some(r),
+            Load::Unthrottled => None,
+        },
+        durable: spec.durable(),
+        readers: match spec.readers {
+            Readers::None => 0,
+            Readers::Assign => 1,
+            Readers::Groups(n) => n,
+        },
+        ..PhaseResult::default()
+    };
+    if let Err(error) = run_phase_into(env, spec, &mut result) {
+        result.error = Some(error);
+    }
+    result
+}
+
+fn run_phase_into(
+    env: &PhaseEnv<'_>,
+    spec: &PhaseSpec,
+    result: &mut PhaseResult,
+) -> Result<(), String> {
+    let topic = result.topic.clone();
+    if spec.creates_topic() {
+        let took = env
+            .admin
+            .create_topic(&topic, spec.partitions, spec.topic_configs)?;
+        result.topic_create_ms = Some(took.as_secs_f64() * 1000.0);
+    }
+    if let PhaseKind::CatchUp { cold } = spec.kind {
+        return catch_up(env, spec, cold, result);
+    }
+    let control = Arc::new(ReaderControl::default());
+    let readers = spawn_readers(env, spec, &topic, &control, true)?;
+    let watch = UsageWatch::start(env.broker, env.device);
+    let produced = produce(env, spec, &topic);
+    let produce_end = Instant::now();
+    let produced = match produced {
+        Ok(p) => p,
+        Err(e) => {
+            control.abort();
+            let _ = join_readers(readers);
+            return Err(e);
+        }
+    };
+    control.finish(
+        produced.stats.acked_records.load(Ordering::Relaxed),
+        produce_end + DRAIN_TIMEOUT,
+    );
+    let outcomes = join_readers(readers)?;
+    watch.finish(result);
+    fill_produce_figures(result, &produced);
+    fill_reader_figures(result, &outcomes, produced.start);
+    Ok(())
+}
+
+/// A finished producer run.
+struct Produced {
+    stats: Arc<ProducerStats>,
+    start: Instant,
+    seconds: f64,
+}
+
+fn producer_config(env: &PhaseEnv<'_>, spec: &PhaseSpec) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", env.bootstrap)
+        .set("client.id", "ferry-bench-producer")
+        .set("acks", spec.acks)
+        .set("linger.ms", spec.linger_ms().to_string())
+        .set("batch.size", PRODUCER_BATCH_BYTES.to_string())
+        .set("compression.type", "none")
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
+    config
+}
+
+fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced, String> {
+    let producer: ThreadedProducer<ProducerStats> = producer_config(env, spec)
+        .create_with_context(ProducerStats::default())
+        .map_err(|e| format!("producer: {e}"))?;
+    let stats = Arc::clone(producer.context());
+    // Learn the topic's leaders before the clock starts.
+    producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .map_err(|e| format!("metadata for {topic}: {e}"))?;
+    let mut value = vec![0u8; spec.value_bytes];
+    fill_random(&mut value, 0xbe9c_4a11);
+    let duration = env.duration();
+    let byte_budget = match spec.kind {
+        PhaseKind::Backlog => Some(env.backlog_bytes()),
+        _ => None,
+    };
+    let load = spec.load();
+    let start = Instant::now();
+    let start_us = unix_micros();
+    let mut sent_records = 0u64;
+    let mut sent_bytes = 0u64;
+    loop {
+        let due_us = match (byte_budget, load) {
+            (Some(budget), _) => {
+                if sent_bytes >= budget {
+                    break;
+                }
+                unix_micros()
+            }
+            (None, Load::Unthrottled) => {
+                if start.elapsed() >= duration {
+                    break;
+                }
+                unix_micros()
+            }
+            (None, Load::Rate(per_s)) => {
+                let offset = Duration::from_nanos(
+                    u64::try_from(u128::from(sent_records) * 1_000_000_000 / u128::from(per_s))
+                        .unwrap_or(u64::MAX),
+                );
+                if offset >= duration {
+                    break;
+                }
+                let due = start + offset;
+                let now = Instant::now();
+                if due > now {
+                    thread::sleep(due - now);
+                }
+                start_us + u64::try_from(offset.as_micros()).unwrap_or(u64::MAX)
+            }
+        };
+        value[..8].copy_from_slice(&due_us.to_be_bytes());
+        let key = (sent_records % W4_DISTINCT_KEYS).to_be_bytes();
+        let mut record = BaseRecord::with_opaque_to(topic, due_us as usize).payload(&value[..]);
+        if spec.key_bytes > 0 {
+            record = record.key(&key[..spec.key_bytes.min(key.len())]);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    thread::sleep(QUEUE_FULL_BACKOFF);
+                }
+                Err((e, _)) => {
+                    stats.failed_records.fetch_add(1, Ordering::Relaxed);
+                    stats.failures.push(format!("send: {e}"));
+                    break;
+                }
+            }
+        }
+        sent_records += 1;
+        sent_bytes += spec.record_bytes() as u64;
+    }
+    producer
+        .flush(FLUSH_TIMEOUT)
+        .map_err(|e| format!("flush: {e} (records still queued after {FLUSH_TIMEOUT:?})"))?;
+    // Producing ends with the last acknowledgement (flush returns a little later).
+    let last_ack = stats.acks.lock().unwrap_or_else(|e| e.into_inner()).last_at;
+    let seconds = last_ack
+        .unwrap_or_else(Instant::now)
+        .duration_since(start)
+        .as_secs_f64();
+    // The last statistics window (records per batch) arrives within one interval.
+    let reports = stats.statistics_reports.load(Ordering::Relaxed);
+    let waited = Instant::now();
+    while stats.statistics_reports.load(Ordering::Relaxed) == reports
+        && waited.elapsed() < LAST_STATISTICS_WAIT
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Produced {
+        stats,
+        start,
+        seconds,
+    })
+}
+
+/// A started reader thread: the handle yields its outcome.
+type ReaderThread = thread::JoinHandle<Result<ReaderOutcome, String>>;
+
+/// Starts the readers and returns once all are attached and settled.
+fn spawn_readers(
+    env: &PhaseEnv<'_>,
+    spec: &PhaseSpec,
+    topic: &str,
+    control: &Arc<ReaderControl>,
+    measure_e2e: bool,
+) -> Result<Vec<ReaderThread>, String> {
+    let specs: Vec<ReaderSpec> = match spec.readers {
+        Readers::None => Vec::new(),
+        Readers::Assign => vec![ReaderMode::Assign {
+            partitions: spec.partitions,
+        }],
+        Readers::Groups(n) => (0..n)
+            .map(|i| ReaderMode::Group {
+                group: format!("{topic}-group-{i}"),
+            })
+            .collect(),
+    }
+    .into_iter()
+    .map(|mode| ReaderSpec {
+        bootstrap: env.bootstrap.to_string(),
+        topic: topic.to_string(),
+        mode,
+        fetch_wait_ms: spec.fetch_wait_ms(),
+        measure_e2e,
+        join_timeout: GROUP_JOIN_TIMEOUT,
+    })
+    .collect();
+    let mut handles = Vec::new();
+    let mut ready = Vec::new();
+    for reader in specs {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let control = Arc::clone(control);
+        handles.push(thread::spawn(move || {
+            let attached = clients::start_reader(&reader);
+            let (consumer, errors) = match attached {
+                Ok(attached) => attached,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.clone()));
+                    return Err(e);
+                }
+            };
+            if reader.measure_e2e {
+                // Live phases only: nothing is produced yet, so nothing is lost.
+                settle(&consumer);
+            }
+            let _ = ready_tx.send(Ok(()));
+            Ok(clients::read(
+                &consumer,
+                errors,
+                &control,
+                reader.measure_e2e,
+            ))
+        }));
+        ready.push(ready_rx);
+    }
+    for rx in ready {
+        let attached = rx
+            .recv()
+            .unwrap_or_else(|_| Err("a reader thread died".to_string()));
+        if let Err(e) = attached {
+            control.abort();
+            let _ = join_readers(handles);
+            return Err(e);
+        }
+    }
+    Ok(handles)
+}
+
+fn settle(consumer: &BaseConsumer<clients::ReaderContext>) {
+    let until = Instant::now() + READER_SETTLE;
+    while Instant::now() < until {
+        // Nothing is produced yet; polling drives the client's start-up.
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+}
+
+fn join_readers(handles: Vec<ReaderThread>) -> Result<Vec<ReaderOutcome>, String> {
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(outcome)) => outcomes.push(outcome),
+            Ok(Err(e)) => first_error = first_error.or(Some(e)),
+            Err(_) => first_error = first_error.or(Some("a reader thread panicked".to_string())),
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(outcomes),
+    }
+}
+
+fn fill_produce_figures(result: &mut PhaseResult, produced: &Produced) {
+    let stats = &produced.stats;
+    result.produced_records = stats.acked_records.load(Ordering::Relaxed);
+    result.produced_bytes = stats.acked_bytes.load(Ordering::Relaxed);
+    result.failed_records = stats.failed_records.load(Ordering::Relaxed);
+    result.produce_seconds = produced.seconds;
+    let acks = stats.acks.lock().unwrap_or_else(|e| e.into_inner());
+    result.ack = acks.latency.percentiles();
+    let batches = stats.batches.load(Ordering::Relaxed);
+    result.records_per_batch = (batches > 0)
+        .then(|| stats.batched_records.load(Ordering::Relaxed) as f64 / batches as f64);
+    for log in [&stats.failures, &stats.client_errors] {
+        result.client_error_count += log.count();
+        result.client_errors.extend(log.kept());
+    }
+}
+
+fn fill_reader_figures(result: &mut PhaseResult, outcomes: &[ReaderOutcome], start: Instant) {
+    let mut e2e = Latency::new();
+    let mut last = None;
+    for outcome in outcomes {
+        result.consumed_records += outcome.records;
+        result.consumed_bytes += outcome.bytes;
+        result.unconsumed_records += result.produced_records.saturating_sub(outcome.records);
+        e2e.merge(&outcome.e2e);
+        last = last.max(outcome.last_at);
+        add_errors(result, &outcome.errors);
+    }
+    result.e2e = e2e.percentiles();
+    result.consume_seconds = last.map_or(0.0, |l| l.duration_since(start).as_secs_f64());
+}
+
+fn add_errors(result: &mut PhaseResult, log: &ErrorLog) {
+    result.client_error_count += log.count();
+    for e in log.kept() {
+        if !result.client_errors.contains(&e) {
+            result.client_errors.push(e);
+        }
+    }
+}
+
+/// Reads the whole topic from the start with one assigned reader.
+fn catch_up(
+    env: &PhaseEnv<'_>,
+    spec: &PhaseSpec,
+    cold: bool,
+    result: &mut PhaseResult,
+) -> Result<(), String> {
+    let topic = result.topic.clone();
+    let available = records_in_topic(env, &topic, spec.partitions)?;
+    if cold {
+        result.cache_dropped = Some(match env.data_dir {
+            Some(dir) => {
+                drop_topic_pages(dir, &topic)
+                    .map_err(|e| format!("dropping {topic}'s pages from the page cache: {e}"))?;
+                true
+            }
+            None => false,
+        });
+    }
+    let control = Arc::new(ReaderControl::default());
+    control.finish(available, Instant::now() + CATCH_UP_TIMEOUT);
+    let watch = UsageWatch::start(env.broker, env.device);
+    let start = Instant::now();
+    let readers = spawn_readers(env, spec, &topic, &control, false)?;
+    let outcomes = join_readers(readers)?;
+    watch.finish(result);
+    result.produced_records = available;
+    fill_reader_figures(result, &outcomes, start);
+    Ok(())
+}
+
+/// Records in the topic: the sum of its partitions' high watermarks minus log starts.
+fn records_in_topic(env: &PhaseEnv<'_>, topic: &str, partitions: i32) -> Result<u64, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env.bootstrap)
+        .set("client.id", "ferry-bench-watermarks")
+        .create()
+        .map_err(|e| format!("consumer: {e}"))?;
+    let mut total = 0u64;
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(30))
+            .map_err(|e| format!("watermarks of {topic}-{p}: {e}"))?;
+        total += u64::try_from(high - low).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Syncs and drops from the page cache every file of the topic's partition directories.
+fn drop_topic_pages(data_dir: &Path, topic: &str) -> std::io::Result<()> {
+    let prefix = format!("{topic}-");
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_partition = name
+            .strip_prefix(&prefix)
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if !is_partition || !entry.file_type()?.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(entry.path())? {
+            let file = file?;
+            if file.file_type()?.is_file() {
+                let handle = File::open(file.path())?;
+                handle.sync_all()?;
+                drop_page_cache(&handle)?;
+            }
+        }
+    }
+    Ok(())
+}

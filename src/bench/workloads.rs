@@ -1,0 +1,334 @@
+//! The workloads W1-W5 as data: names, topics, record sizes, partition counts, rates and
+//! durations are fixed here so results compare across versions and brokers. Changing any of
+//! them makes old results incomparable: add a new workload instead.
+
+use std::time::Duration;
+
+/// Length of a timed phase.
+pub const PHASE_DURATION_FULL: Duration = Duration::from_secs(30);
+pub const PHASE_DURATION_QUICK: Duration = Duration::from_secs(4);
+/// W5: bytes of values produced before the catch-up reads.
+pub const W5_BACKLOG_BYTES_FULL: u64 = 5 * 1024 * 1024 * 1024;
+pub const W5_BACKLOG_BYTES_QUICK: u64 = 256 * 1024 * 1024;
+/// W4: values plus keys per second, over all partitions.
+pub const W4_TARGET_BYTES_PER_S: u64 = 20 * 1024 * 1024;
+/// W4: key and value sizes (together 1 KiB) and how many distinct keys cycle.
+pub const W4_KEY_BYTES: usize = 8;
+pub const W4_VALUE_BYTES: usize = 1024 - W4_KEY_BYTES;
+pub const W4_DISTINCT_KEYS: u64 = 100_000;
+/// `linger.ms` of throughput phases and of the fixed-rate latency phases.
+pub const THROUGHPUT_LINGER_MS: u32 = 5;
+pub const LATENCY_LINGER_MS: u32 = 0;
+/// `batch.size` of every producer.
+pub const PRODUCER_BATCH_BYTES: u32 = 1024 * 1024;
+/// `fetch.wait.max.ms` of readers in fixed-rate phases, and in all others.
+pub const LATENCY_FETCH_WAIT_MS: u32 = 10;
+pub const THROUGHPUT_FETCH_WAIT_MS: u32 = 100;
+/// Consumer groups reading at once in W2's fan-out phase.
+pub const W2_FANOUT_GROUPS: usize = 3;
+
+/// A workload: a named group of phases whose main phase gives the headline figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WorkloadId {
+    W1,
+    W2,
+    W3,
+    W4,
+    W5,
+}
+
+impl WorkloadId {
+    pub const ALL: [WorkloadId; 5] = [
+        WorkloadId::W1,
+        WorkloadId::W2,
+        WorkloadId::W3,
+        WorkloadId::W4,
+        WorkloadId::W5,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadId::W1 => "W1",
+            WorkloadId::W2 => "W2",
+            WorkloadId::W3 => "W3",
+            WorkloadId::W4 => "W4",
+            WorkloadId::W5 => "W5",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            WorkloadId::W1 => "small records: 100-byte values, 8 partitions, unthrottled, acks=1 then acks=all",
+            WorkloadId::W2 => "1 KiB records, 16 partitions, unthrottled; one reader, then three consumer groups at once",
+            WorkloadId::W3 => "latency at fixed rates: 1 KiB @ 5,000/s over 16 partitions, 100 B @ 1,000/s on one; default flush, then durable (flush.messages=1)",
+            WorkloadId::W4 => "many partitions: 1,000 then 10,000, keyed, 20 MiB/s total",
+            WorkloadId::W5 => "backlog: produce a backlog, then catch up from the start with a cold page cache, then warm",
+        }
+    }
+
+    pub fn phases(self) -> Vec<PhaseSpec> {
+        let live = |name, topic, partitions, value_bytes, acks, load| PhaseSpec {
+            name,
+            topic,
+            partitions,
+            topic_configs: &[],
+            value_bytes,
+            key_bytes: 0,
+            acks,
+            kind: PhaseKind::Live { load },
+            readers: Readers::Assign,
+            profile: Profile::Throughput,
+        };
+        match self {
+            WorkloadId::W1 => vec![
+                live("acks=1", "bench-w1-acks1", 8, 100, "1", Load::Unthrottled),
+                live(
+                    "acks=all",
+                    "bench-w1-acksall",
+                    8,
+                    100,
+                    "all",
+                    Load::Unthrottled,
+                ),
+            ],
+            WorkloadId::W2 => vec![
+                live(
+                    "1-reader",
+                    "bench-w2-1kib",
+                    16,
+                    1024,
+                    "all",
+                    Load::Unthrottled,
+                ),
+                PhaseSpec {
+                    readers: Readers::Groups(W2_FANOUT_GROUPS),
+                    ..live(
+                        "3-groups",
+                        "bench-w2-fanout",
+                        16,
+                        1024,
+                        "all",
+                        Load::Unthrottled,
+                    )
+                },
+            ],
+            WorkloadId::W3 => {
+                let durable: &'static [(&str, &str)] = &[("flush.messages", "1")];
+                let live = |name, topic, partitions, value_bytes, acks, load| PhaseSpec {
+                    profile: Profile::Latency,
+                    ..live(name, topic, partitions, value_bytes, acks, load)
+                };
+                vec![
+                    live(
+                        "1k@5000/s",
+                        "bench-w3-1kib-5000",
+                        16,
+                        1024,
+                        "all",
+                        Load::Rate(5_000),
+                    ),
+                    live(
+                        "100b@1000/s",
+                        "bench-w3-100b-1000",
+                        1,
+                        100,
+                        "all",
+                        Load::Rate(1_000),
+                    ),
+                    PhaseSpec {
+                        topic_configs: durable,
+                        ..live(
+                            "1k@5000/s-durable",
+                            "bench-w3-1kib-5000-durable",
+                            16,
+                            1024,
+                            "all",
+                            Load::Rate(5_000),
+                        )
+                    },
+                    PhaseSpec {
+                        topic_configs: durable,
+                        ..live(
+                            "100b@1000/s-durable",
+                            "bench-w3-100b-1000-durable",
+                            1,
+                            100,
+                            "all",
+                            Load::Rate(1_000),
+                        )
+                    },
+                ]
+            }
+            WorkloadId::W4 => {
+                let rate = W4_TARGET_BYTES_PER_S / (W4_KEY_BYTES + W4_VALUE_BYTES) as u64;
+                let keyed = |name, topic, partitions| PhaseSpec {
+                    key_bytes: W4_KEY_BYTES,
+                    ..live(
+                        name,
+                        topic,
+                        partitions,
+                        W4_VALUE_BYTES,
+                        "all",
+                        Load::Rate(rate),
+                    )
+                };
+                vec![
+                    keyed("1000-partitions", "bench-w4-1000p", 1_000),
+                    keyed("10000-partitions", "bench-w4-10000p", 10_000),
+                ]
+            }
+            WorkloadId::W5 => {
+                let topic = "bench-w5-backlog";
+                vec![
+                    PhaseSpec {
+                        kind: PhaseKind::Backlog,
+                        readers: Readers::None,
+                        ..live("produce", topic, 16, 1024, "all", Load::Unthrottled)
+                    },
+                    PhaseSpec {
+                        kind: PhaseKind::CatchUp { cold: true },
+                        ..live("cold-catch-up", topic, 16, 1024, "all", Load::Unthrottled)
+                    },
+                    PhaseSpec {
+                        kind: PhaseKind::CatchUp { cold: false },
+                        ..live("warm-catch-up", topic, 16, 1024, "all", Load::Unthrottled)
+                    },
+                ]
+            }
+        }
+    }
+
+    /// The phase whose figures are the workload's headline numbers in the JSON.
+    pub fn main_phase(self) -> &'static str {
+        match self {
+            WorkloadId::W1 => "acks=1",
+            WorkloadId::W2 => "1-reader",
+            WorkloadId::W3 => "1k@5000/s",
+            WorkloadId::W4 => "10000-partitions",
+            WorkloadId::W5 => "cold-catch-up",
+        }
+    }
+}
+
+/// How fast producers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// As fast as the producer's queue accepts records.
+    Unthrottled,
+    /// Records per second, scheduled by the clock: record `i` is due at `start + i / rate`
+    /// and its latencies are measured from that instant, however late it is sent.
+    Rate(u64),
+}
+
+/// What a phase does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseKind {
+    /// Producing for the phase duration while the readers consume.
+    Live { load: Load },
+    /// Producing a fixed number of bytes (W5's backlog) with no readers.
+    Backlog,
+    /// Reading a topic an earlier phase filled, from its start; `cold` drops its pages from
+    /// the page cache first (possible only when the harness started the broker).
+    CatchUp { cold: bool },
+}
+
+/// Who consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    None,
+    /// One consumer assigned every partition from the start (no group).
+    Assign,
+    /// This many consumer groups of one member each, subscribed to the topic.
+    Groups(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct PhaseSpec {
+    /// Column header and JSON name; unique within the workload.
+    pub name: &'static str,
+    pub topic: &'static str,
+    pub partitions: i32,
+    pub topic_configs: &'static [(&'static str, &'static str)],
+    pub value_bytes: usize,
+    /// 0: no key (librdkafka's default partitioner spreads records); otherwise keys of this
+    /// size cycling through [`W4_DISTINCT_KEYS`] values.
+    pub key_bytes: usize,
+    pub acks: &'static str,
+    pub kind: PhaseKind,
+    pub readers: Readers,
+    pub profile: Profile,
+}
+
+/// Client settings: batching and long fetch waits for throughput, neither for latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `linger.ms` = [`THROUGHPUT_LINGER_MS`], `fetch.wait.max.ms` = [`THROUGHPUT_FETCH_WAIT_MS`].
+    Throughput,
+    /// `linger.ms` = [`LATENCY_LINGER_MS`], `fetch.wait.max.ms` = [`LATENCY_FETCH_WAIT_MS`].
+    Latency,
+}
+
+impl PhaseSpec {
+    pub fn load(&self) -> Load {
+        match self.kind {
+            PhaseKind::Live { load } => load,
+            _ => Load::Unthrottled,
+        }
+    }
+
+    pub fn linger_ms(&self) -> u32 {
+        match self.profile {
+            Profile::Latency => LATENCY_LINGER_MS,
+            Profile::Throughput => THROUGHPUT_LINGER_MS,
+        }
+    }
+
+    pub fn fetch_wait_ms(&self) -> u32 {
+        match self.profile {
+            Profile::Latency => LATENCY_FETCH_WAIT_MS,
+            Profile::Throughput => THROUGHPUT_FETCH_WAIT_MS,
+        }
+    }
+
+    pub fn durable(&self) -> bool {
+        self.topic_configs
+            .iter()
+            .any(|(k, v)| *k == "flush.messages" && *v == "1")
+    }
+
+    /// Whether this phase creates its topic (catch-up phases read an earlier one's).
+    pub fn creates_topic(&self) -> bool {
+        !matches!(self.kind, PhaseKind::CatchUp { .. })
+    }
+
+    pub fn record_bytes(&self) -> usize {
+        self.key_bytes + self.value_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workloads_are_well_formed() {
+        for workload in WorkloadId::ALL {
+            let phases = workload.phases();
+            assert!(phases.iter().any(|p| p.name == workload.main_phase()));
+            for (i, phase) in phases.iter().enumerate() {
+                assert!(phases[..i].iter().all(|p| p.name != phase.name));
+                // Values carry the send timestamp in their first 8 bytes.
+                assert!(phase.value_bytes >= 8);
+            }
+        }
+        let w4 = WorkloadId::W4.phases();
+        assert_eq!(w4[0].load(), Load::Rate(20 * 1024));
+        assert_eq!(w4[1].partitions, 10_000);
+        assert_eq!(w4[1].linger_ms(), THROUGHPUT_LINGER_MS);
+        let w3 = WorkloadId::W3.phases();
+        assert!(w3[2].durable() && !w3[0].durable());
+        assert_eq!(w3[1].linger_ms(), LATENCY_LINGER_MS);
+        assert_eq!(w3[3].fetch_wait_ms(), LATENCY_FETCH_WAIT_MS);
+        assert_eq!(w4[1].fetch_wait_ms(), THROUGHPUT_FETCH_WAIT_MS);
+    }
+}
