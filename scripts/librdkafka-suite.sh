@@ -145,11 +145,15 @@ LOGS="$RUN_DIR/logs"
 # Locate crate sources through cargo metadata (never a hard-coded registry
 # hash). cargo metadata downloads the crates if they are not there yet.
 # ---------------------------------------------------------------------------
-META_JSON="$SUITE/cargo-metadata.json"
-if ! (cd "$ROOT" && cargo metadata --format-version 1 >"$META_JSON" 2>"$SUITE/cargo-metadata.err"); then
+# Parallel runs each use their own metadata file (a shared one could be read while
+# another run truncates it).
+mkdir -p "$SUITE"
+META_JSON="$(mktemp "$SUITE/cargo-metadata.XXXXXX")"
+META_ERR="$META_JSON.err"
+if ! (cd "$ROOT" && cargo metadata --format-version 1 >"$META_JSON" 2>"$META_ERR"); then
     log "cargo metadata failed, retrying --offline"
-    (cd "$ROOT" && cargo metadata --format-version 1 --offline >"$META_JSON" 2>>"$SUITE/cargo-metadata.err") ||
-        { cat "$SUITE/cargo-metadata.err" >&2; die "cargo metadata failed"; }
+    (cd "$ROOT" && cargo metadata --format-version 1 --offline >"$META_JSON" 2>>"$META_ERR") ||
+        { cat "$META_ERR" >&2; rm -f "$META_JSON" "$META_ERR"; die "cargo metadata failed"; }
 fi
 crate_dir() { # $1 = package name; prints the crate root dir (highest version) or nothing
     python3 - "$META_JSON" "$1" <<'EOF'
@@ -163,12 +167,13 @@ if pkgs:
 EOF
 }
 RDKAFKA_SYS_DIR="$(crate_dir rdkafka-sys)"
+ZSTD_SYS_DIR="$(crate_dir zstd-sys)"
+LIBZ_SYS_DIR="$(crate_dir libz-sys)"
+rm -f "$META_JSON" "$META_ERR"
 [[ -n "$RDKAFKA_SYS_DIR" ]] || die "package rdkafka-sys not found in cargo metadata"
 LIBRDKAFKA_DIR="$RDKAFKA_SYS_DIR/librdkafka"
 [[ -x "$LIBRDKAFKA_DIR/configure" && -f "$LIBRDKAFKA_DIR/tests/test.c" ]] ||
     die "$LIBRDKAFKA_DIR does not look like a librdkafka source tree with tests"
-ZSTD_SYS_DIR="$(crate_dir zstd-sys)"
-LIBZ_SYS_DIR="$(crate_dir libz-sys)"
 
 # ---------------------------------------------------------------------------
 # Build
