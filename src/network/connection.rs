@@ -18,6 +18,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -28,8 +29,9 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, warn};
 
 use super::ConnectionLimits;
-use crate::broker::dispatch::{dispatch, Reply};
+use crate::broker::dispatch::{dispatch, BoxFuture, Reply};
 use crate::broker::Broker;
+use crate::protocol::codec::EncodeError;
 use crate::protocol::decode_request_header;
 use crate::protocol::frame::{Chunk, FileRegion, OutFrame};
 use proto_kafka::messages::ApiKey;
@@ -346,6 +348,25 @@ fn log_write_error(peer: SocketAddr, err: &std::io::Error) {
     }
 }
 
+/// Awaits a pending reply (a produce waiting for its fsync, a long-poll fetch). If it is
+/// not ready at once, the responses already buffered are flushed first: they are
+/// complete, and holding them until this one resolves would delay every earlier
+/// acknowledgement by up to a flush interval or `max_wait_ms`.
+async fn await_flushing(
+    mut future: BoxFuture<Result<OutFrame, EncodeError>>,
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    idle: Duration,
+) -> std::io::Result<Result<OutFrame, EncodeError>> {
+    let first_poll = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+    if let Poll::Ready(frame) = first_poll {
+        return Ok(frame);
+    }
+    if !writer.buffer().is_empty() {
+        flush_within(writer, idle).await?;
+    }
+    Ok(future.await)
+}
+
 /// Writes responses in request order, awaiting pending ones, batching writes while more
 /// responses are queued.
 async fn write_replies(
@@ -358,7 +379,13 @@ async fn write_replies(
     while let Some((reply, reservation)) = pending.recv().await {
         let frame = match reply {
             Reply::Ready(frame) => frame,
-            Reply::Pending(future) => future.await,
+            Reply::Pending(future) => match await_flushing(future, &mut writer, idle).await {
+                Ok(frame) => frame,
+                Err(err) => {
+                    log_write_error(peer, &err);
+                    return;
+                }
+            },
             Reply::NoResponse => continue,
             Reply::Close(reason) => {
                 warn!(%peer, "closing connection: {reason}");

@@ -1971,3 +1971,48 @@ fn requests_without_records_have_their_own_smaller_limit() {
     );
     assert_serving(&mut broker);
 }
+
+/// How long the long-poll Fetch below may wait; far beyond `ANSWER_TIMEOUT`.
+const LONG_POLL_MS: i32 = 60_000;
+
+/// A response that is complete goes out even while a later request on the same connection
+/// is still waiting: an acknowledgement must not sit in the broker's write buffer until a
+/// long-poll Fetch (or a produce awaiting its fsync) behind it resolves.
+#[test]
+fn a_finished_response_is_not_held_behind_a_later_long_poll() {
+    let (_dir, broker) = start_broker(&[]);
+    let mut client = Client::connect(&broker);
+    create_topic(&mut client, "acked", 1);
+    create_topic(&mut client, "idle", 1);
+    let produce = request_frame(
+        ApiKey::Produce,
+        PRODUCE_VERSION,
+        1,
+        &produce_request("acked", 0, simple_batch(&[b"v"], 1), 1),
+    );
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(LONG_POLL_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name("idle"))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(-1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let fetch = request_frame(ApiKey::Fetch, FETCH_VERSION, 2, &fetch);
+    // Both requests in one write, so the Fetch is queued before the Produce is answered.
+    let mut both = Vec::new();
+    for frame in [&produce[..], &fetch[..]] {
+        both.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+        both.extend_from_slice(frame);
+    }
+    client.send_raw(&both).unwrap();
+    let answer = client
+        .read_frame()
+        .unwrap_or_else(|e| panic!("produce not acknowledged while the fetch waits: {e}"))
+        .expect("connection open");
+    let response: ProduceResponse = decode_response(ApiKey::Produce, PRODUCE_VERSION, 1, answer);
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+}
