@@ -1,5 +1,7 @@
 //! Composition root: binds the listener, opens the broker (recovering its logs), runs the
 //! accept loop and background work, and performs a clean shutdown on SIGTERM or SIGINT.
+//! SIGUSR1 logs the request latency per API since the previous SIGUSR1 (see
+//! `network::request_latency`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use tracing::{error, info};
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
+use crate::network::request_latency::RequestLatency;
 use crate::network::{listener, ConnectionLimits};
 use crate::storage::StorageError;
 
@@ -47,6 +50,41 @@ async fn termination_signal() {
     tokio::select! {
         _ = term.recv() => info!("received SIGTERM"),
         _ = int.recv() => info!("received SIGINT"),
+    }
+}
+
+/// Logs one line per API with the request latency percentiles since the previous report
+/// (each line carries the report's number, counting from 1), each time the process receives SIGUSR1 (`usr1`, installed before the broker says it is
+/// ready, so an early signal cannot kill the process), until `stopped` fires.
+async fn report_latency_on_signal(
+    latency: Arc<RequestLatency>,
+    mut usr1: tokio::signal::unix::Signal,
+    mut stopped: watch::Receiver<bool>,
+) {
+    for report in 1u64.. {
+        tokio::select! {
+            _ = usr1.recv() => {}
+            _ = stopped.changed() => return,
+        }
+        let apis = latency.take_report();
+        if apis.is_empty() {
+            info!(
+                report,
+                "request latency since the previous report: no requests"
+            );
+        }
+        for api in apis {
+            info!(
+                report,
+                api = %api.api_name(),
+                requests = api.requests,
+                p50_us = api.p50_us,
+                p99_us = api.p99_us,
+                p999_us = api.p999_us,
+                max_us = api.max_us,
+                "request latency since the previous report"
+            );
+        }
     }
 }
 
@@ -88,12 +126,21 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Runtime(format!("broker startup panicked: {e}")))?
         .map_err(ServerError::Storage)?;
     let (stop, stopped) = watch::channel(false);
+    let latency = Arc::new(RequestLatency::new());
+    let usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .map_err(|e| ServerError::Runtime(format!("cannot handle SIGUSR1: {e}")))?;
+    let latency_reports = tokio::spawn(report_latency_on_signal(
+        Arc::clone(&latency),
+        usr1,
+        stopped.clone(),
+    ));
     let background = tokio::spawn(Arc::clone(&broker).run_background(stopped.clone()));
     let coordinator_timers =
         tokio::spawn(Arc::clone(&broker).run_coordinator_timers(stopped.clone()));
     let accept = tokio::spawn(listener::run(
         listener,
         Arc::clone(&broker),
+        latency,
         limits,
         max_connections,
         queued_bytes,
@@ -117,6 +164,9 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     }
     if let Err(err) = coordinator_timers.await {
         error!("coordinator timer task failed: {err}");
+    }
+    if let Err(err) = latency_reports.await {
+        error!("latency report task failed: {err}");
     }
     tokio::task::spawn_blocking(move || broker.shutdown())
         .await

@@ -199,8 +199,8 @@ impl BrokerProcess {
         self.child.as_mut()?.try_wait().ok().flatten()
     }
 
-    /// Warning and error lines the broker logged since the last call.
-    pub fn new_log_problems(&mut self) -> Vec<String> {
+    /// Whole lines the broker logged since the last call.
+    pub fn new_log_lines(&mut self) -> Vec<String> {
         let Ok(mut file) = File::open(&self.log_path) else {
             return Vec::new();
         };
@@ -210,14 +210,10 @@ impl BrokerProcess {
         {
             return Vec::new();
         }
-        // Only whole lines; a partial last line is scanned next time.
+        // Only whole lines; a partial last line is read next time.
         let complete = text.rfind('\n').map_or(0, |i| i + 1);
         self.log_scanned_bytes += complete as u64;
-        text[..complete]
-            .lines()
-            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
-            .map(str::to_string)
-            .collect()
+        text[..complete].lines().map(str::to_string).collect()
     }
 
     /// SIGTERM, then waits for a clean exit (SIGKILL after [`STOP_TIMEOUT`]).

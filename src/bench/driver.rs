@@ -21,6 +21,7 @@ use super::clients::{
 };
 use super::device::BlockDevice;
 use super::limits::{drop_page_cache, fill_random};
+use super::noise::{CpuTicks, HiccupMeter};
 use super::stats::{unix_micros, Latency, Percentiles};
 use super::workloads::{
     Load, PhaseKind, PhaseSpec, Readers, PHASE_DURATION_FULL, PHASE_DURATION_QUICK,
@@ -56,6 +57,10 @@ pub struct PhaseEnv<'a> {
     pub broker: Option<&'a ProcessProbe>,
     /// The broker's data directory, when the harness started it (for cold reads).
     pub data_dir: Option<&'a Path>,
+    /// The process id of a Ferry the harness started: it gets SIGUSR1 at the start and
+    /// end of each phase so that its newest request latency report covers the phase.
+    /// (Never set for other brokers: SIGUSR1 could stop them.)
+    pub latency_reports_pid: Option<u32>,
     /// The block device of the work directory, for its flush count.
     pub device: Option<&'a BlockDevice>,
 }
@@ -119,6 +124,13 @@ pub struct PhaseResult {
     pub client_cpu_seconds: Option<f64>,
     /// Flush requests the work directory's device completed (device-wide, all processes).
     pub device_flushes: Option<u64>,
+    /// Share of the machine's CPU time the hypervisor stole during the phase.
+    pub cpu_steal_fraction: Option<f64>,
+    /// How late a sleeping thread in the harness woke up during the phase.
+    pub hiccup: Option<Percentiles>,
+    /// Produce requests as the broker saw them: frame read to response handed to the
+    /// writer (own Ferry only; `count` is the number of requests).
+    pub broker_produce: Option<Percentiles>,
     pub records_per_batch: Option<f64>,
     /// Cold catch-up: whether the topic's pages were dropped from the page cache.
     pub cache_dropped: Option<bool>,
@@ -143,12 +155,32 @@ struct UsageWatch {
     client_cpu_start: Option<f64>,
     device: Option<BlockDevice>,
     flushes_start: Option<u64>,
+    ticks_start: Option<CpuTicks>,
+    hiccups: HiccupMeter,
+    latency_reports_pid: Option<u32>,
     started: Instant,
 }
 
+/// How long the broker gets to log its latency report after SIGUSR1 before its log is read.
+const LATENCY_REPORT_WAIT: Duration = Duration::from_millis(200);
+
+/// Asks a Ferry the harness started to log its request latency since its previous report.
+fn request_latency_report(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: signals our own child process, which handles SIGUSR1 from before it
+        // printed its ready line.
+        unsafe {
+            libc::kill(pid, libc::SIGUSR1);
+        }
+    }
+}
+
 impl UsageWatch {
-    fn start(probe: Option<&ProcessProbe>, device: Option<&BlockDevice>) -> UsageWatch {
-        let probe = probe.cloned();
+    fn start(env: &PhaseEnv<'_>) -> UsageWatch {
+        if let Some(pid) = env.latency_reports_pid {
+            request_latency_report(pid);
+        }
+        let (probe, device) = (env.broker.cloned(), env.device);
         let sampled_peak_kib = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = probe.clone().map(|probe| {
@@ -174,6 +206,9 @@ impl UsageWatch {
             client_cpu_start: ProcessProbe::this_process().cpu_seconds(),
             flushes_start: device.and_then(BlockDevice::flushes),
             device: device.cloned(),
+            ticks_start: CpuTicks::now(),
+            hiccups: HiccupMeter::start(),
+            latency_reports_pid: env.latency_reports_pid,
             started: Instant::now(),
         }
     }
@@ -184,6 +219,10 @@ impl UsageWatch {
             let _ = sampler.join();
         }
         result.wall_seconds = self.started.elapsed().as_secs_f64();
+        if let Some(pid) = self.latency_reports_pid {
+            request_latency_report(pid);
+            thread::sleep(LATENCY_REPORT_WAIT);
+        }
         let client_cpu = ProcessProbe::this_process().cpu_seconds();
         result.client_cpu_seconds = client_cpu
             .zip(self.client_cpu_start)
@@ -194,6 +233,11 @@ impl UsageWatch {
             .and_then(BlockDevice::flushes)
             .zip(self.flushes_start)
             .map(|(end, start)| end.saturating_sub(start));
+        result.cpu_steal_fraction = self
+            .ticks_start
+            .zip(CpuTicks::now())
+            .and_then(|(start, end)| start.steal_fraction_until(end));
+        result.hiccup = self.hiccups.finish();
         let Some(probe) = &self.probe else { return };
         let sampled = Some(self.sampled_peak_kib.load(Ordering::Relaxed)).filter(|&k| k > 0);
         let hwm = probe.peak_rss_kib().filter(|_| self.peak_reset);
@@ -258,7 +302,7 @@ fn run_phase_into(
     }
     let control = Arc::new(ReaderControl::default());
     let readers = spawn_readers(env, spec, &topic, &control, true)?;
-    let watch = UsageWatch::start(env.broker, env.device);
+    let watch = UsageWatch::start(env);
     let produced = produce(env, spec, &topic);
     let produce_end = Instant::now();
     let produced = match produced {
@@ -558,7 +602,7 @@ fn catch_up(
     }
     let control = Arc::new(ReaderControl::default());
     control.finish(available, Instant::now() + CATCH_UP_TIMEOUT);
-    let watch = UsageWatch::start(env.broker, env.device);
+    let watch = UsageWatch::start(env);
     let start = Instant::now();
     let readers = spawn_readers(env, spec, &topic, &control, false)?;
     let outcomes = join_readers(readers)?;

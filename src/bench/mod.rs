@@ -5,11 +5,13 @@
 //! (`clients`), running one phase (`driver`), and the tables and JSON (`report`, `stats`).
 //! The broker never depends on this module or on librdkafka.
 
+pub mod broker_log;
 pub mod broker_process;
 pub mod clients;
 pub mod device;
 pub mod driver;
 pub mod limits;
+pub mod noise;
 pub mod report;
 pub mod stats;
 pub mod workloads;
@@ -195,6 +197,7 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
         admin: &admin,
         broker: probe.as_ref(),
         data_dir: own_data_dir.as_deref(),
+        latency_reports_pid: broker.as_ref().map(BrokerProcess::pid),
         device: device.as_ref(),
     };
 
@@ -211,7 +214,9 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
             eprintln!("  {} ...", spec.name);
             let mut result = driver::run_phase(&env, &spec);
             if let Some(b) = broker.as_mut() {
-                result.broker_log_problems = b.new_log_problems();
+                let lines = b.new_log_lines();
+                result.broker_log_problems = broker_log::problems(&lines);
+                result.broker_produce = broker_log::newest_latency(&lines, "Produce");
                 if let Some(status) = b.try_exit_status() {
                     broker_gone = Some(format!(
                         "the broker exited during {} {}: {status}",
@@ -288,7 +293,7 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
             Ok(status) => eprintln!("warning: the broker exited with {status}"),
             Err(e) => eprintln!("warning: {e}"),
         }
-        let late = b.new_log_problems();
+        let late = broker_log::problems(&b.new_log_lines());
         for line in late.iter().take(5) {
             eprintln!("broker log at shutdown: {line}");
         }

@@ -232,6 +232,12 @@ pub fn workload_table(outcome: &WorkloadOutcome, limits: &Limits) -> Table {
     ];
     rows.extend(percentile_rows("ack", |r| r.ack));
     rows.extend(percentile_rows("e2e", |r| r.e2e));
+    rows.extend(percentile_rows("broker produce", |r| r.broker_produce));
+    rows.extend(percentile_rows("hiccup", |r| r.hiccup));
+    rows.push((
+        "CPU stolen (machine)".into(),
+        Box::new(|r: &PhaseResult| fmt_percent(r.cpu_steal_fraction)),
+    ));
     rows.extend::<Vec<Row>>(vec![
         ("records/batch".into(), fig(|r| r.records_per_batch)),
         (
@@ -365,6 +371,16 @@ fn phase_json(r: &PhaseResult, limits: &Limits) -> Json {
     ];
     fields.extend(percentile_fields("ack", r.ack));
     fields.extend(percentile_fields("e2e", r.e2e));
+    fields.extend(percentile_fields("broker_produce", r.broker_produce));
+    fields.push((
+        "broker_produce_requests".into(),
+        Json::uint(r.broker_produce.map(|p| p.count)),
+    ));
+    fields.extend(percentile_fields("hiccup", r.hiccup));
+    fields.push((
+        "cpu_steal_fraction".into(),
+        Json::float(r.cpu_steal_fraction),
+    ));
     fields.extend(vec![
         ("records_per_batch".into(), Json::float(r.records_per_batch)),
         ("wall_seconds".into(), Json::Float(r.wall_seconds)),

@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, warn};
 
+use super::request_latency::RequestLatency;
 use super::ConnectionLimits;
 use crate::broker::dispatch::{dispatch, BoxFuture, Reply};
 use crate::broker::Broker;
@@ -155,22 +156,35 @@ async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some((frame, permit)))
 }
 
+/// What a connection shares with the rest of the broker.
+#[derive(Clone)]
+pub struct Shared {
+    pub broker: Arc<Broker>,
+    /// The broker-wide budget of request bytes (`queued.max.request.bytes`).
+    pub memory: Arc<Semaphore>,
+    pub latency: Arc<RequestLatency>,
+}
+
 /// Serves one connection until the client closes it, an error closes it, or shutdown.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    broker: Arc<Broker>,
-    memory: Arc<Semaphore>,
+    shared: Shared,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Shared {
+        broker,
+        memory,
+        latency,
+    } = shared;
     if let Err(err) = stream.set_nodelay(true) {
         debug!(%peer, "cannot set TCP_NODELAY: {err}");
     }
     let (read_half, write_half) = stream.into_split();
     let (replies, pending) = mpsc::channel::<Queued>(limits.max_inflight_requests);
     let idle = Duration::from_millis(limits.idle_timeout_ms);
-    let writer = tokio::spawn(write_replies(write_half, pending, peer, idle));
+    let writer = tokio::spawn(write_replies(write_half, pending, peer, idle, latency));
     let response_budget = Arc::new(Semaphore::new(MAX_QUEUED_RESPONSE_BYTES));
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     loop {
@@ -190,6 +204,7 @@ pub async fn serve(
                 break;
             }
         };
+        let read_at = Instant::now();
         let request = match decode_request_header(bytes.freeze()) {
             Ok(request) => request,
             Err(err) => {
@@ -209,6 +224,7 @@ pub async fn serve(
             );
             break;
         }
+        let api_key = request.api_key as i16;
         let reply = dispatch(&broker, request, peer);
         drop(permit);
         let close = matches!(reply, Reply::Close(_));
@@ -228,7 +244,13 @@ pub async fn serve(
             }
             _ => None,
         };
-        if replies.send((reply, reservation)).await.is_err() || close {
+        let queued = Queued {
+            reply,
+            reservation,
+            api_key,
+            read_at,
+        };
+        if replies.send(queued).await.is_err() || close {
             break;
         }
     }
@@ -238,8 +260,15 @@ pub async fn serve(
     }
 }
 
-/// A reply on its way to the writer, with its share of the response budget.
-type Queued = (Reply, Option<OwnedSemaphorePermit>);
+/// A reply on its way to the writer.
+struct Queued {
+    reply: Reply,
+    /// Its share of the response budget, released once written.
+    reservation: Option<OwnedSemaphorePermit>,
+    /// What the request was and when its frame had been read, for `RequestLatency`.
+    api_key: i16,
+    read_at: Instant,
+}
 
 /// Writes all of `bytes`, failing if the client accepts nothing for `idle`.
 async fn write_within(
@@ -374,10 +403,11 @@ async fn write_replies(
     mut pending: mpsc::Receiver<Queued>,
     peer: SocketAddr,
     idle: Duration,
+    latency: Arc<RequestLatency>,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
-    while let Some((reply, reservation)) = pending.recv().await {
-        let frame = match reply {
+    while let Some(queued) = pending.recv().await {
+        let frame = match queued.reply {
             Reply::Ready(frame) => frame,
             Reply::Pending(future) => match await_flushing(future, &mut writer, idle).await {
                 Ok(frame) => frame,
@@ -403,7 +433,9 @@ async fn write_replies(
             log_write_error(peer, &err);
             return;
         }
-        drop(reservation);
+        drop(queued.reservation);
+        let took_us = u64::try_from(queued.read_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        latency.record(queued.api_key, took_us);
         if pending.is_empty() {
             if let Err(err) = flush_within(&mut writer, idle).await {
                 log_write_error(peer, &err);

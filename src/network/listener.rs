@@ -9,7 +9,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{error, warn};
 
-use super::{connection, ConnectionLimits};
+use super::connection::{self, Shared};
+use super::request_latency::RequestLatency;
+use super::ConnectionLimits;
 use crate::broker::Broker;
 
 /// Longest pause after repeated accept failures.
@@ -21,15 +23,20 @@ const DRAIN_TIMEOUT_MS: u64 = 5_000;
 pub async fn run(
     listener: TcpListener,
     broker: Arc<Broker>,
+    latency: Arc<RequestLatency>,
     limits: ConnectionLimits,
     max_connections: usize,
     queued_max_request_bytes: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connections = Arc::new(Semaphore::new(max_connections));
-    let memory = Arc::new(Semaphore::new(
-        queued_max_request_bytes.min(Semaphore::MAX_PERMITS),
-    ));
+    let shared = Shared {
+        broker,
+        memory: Arc::new(Semaphore::new(
+            queued_max_request_bytes.min(Semaphore::MAX_PERMITS),
+        )),
+        latency,
+    };
     let mut backoff_ms = 5;
     loop {
         let accepted = tokio::select! {
@@ -53,11 +60,10 @@ pub async fn run(
             drop(stream);
             continue;
         };
-        let broker = Arc::clone(&broker);
-        let memory = Arc::clone(&memory);
+        let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            connection::serve(stream, peer, broker, memory, limits, shutdown).await;
+            connection::serve(stream, peer, shared, limits, shutdown).await;
             drop(permit);
         });
     }

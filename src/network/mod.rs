@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod listener;
+pub mod request_latency;
 
 /// Limits applied to every connection.
 #[derive(Debug, Clone, Copy)]

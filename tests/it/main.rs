@@ -10,6 +10,7 @@ mod groups_cli;
 mod hostile_frames;
 mod idempotence;
 mod kafka_python;
+mod latency_report;
 mod librdkafka_suite;
 mod produce_consume;
 mod records;
