@@ -18,7 +18,7 @@ use super::flusher::Flusher;
 use crate::config::topic::ResolvedTopicConfig;
 use crate::protocol::fetch_encoder::RecordsOut;
 use crate::protocol::frame::FileRegion;
-use crate::storage::log::{self, AppendInfo, AppendOrigin, Log, Marker};
+use crate::storage::log::{self, AppendInfo, AppendOrigin, FlushPlan, Log, Marker};
 use crate::storage::producer_state::AbortedTxn;
 use crate::storage::segment::ReadLimits;
 use crate::storage::StorageError;
@@ -49,6 +49,15 @@ pub struct Partition {
     flush_queued: AtomicBool,
     waiters: Mutex<Vec<Weak<Notify>>>,
     flusher: Arc<Flusher>,
+}
+
+/// A flush whose writeback has been started (`Partition::begin_flush`).
+pub struct FlushStarted {
+    plan: FlushPlan,
+    /// Appended messages the flush covers (for `flush.messages`).
+    pending: i64,
+    /// Whether starting the writeback failed (the flush then fails).
+    writeback: std::io::Result<()>,
 }
 
 /// Records read for a fetch, with the offsets the response reports.
@@ -265,25 +274,40 @@ impl Partition {
         }
     }
 
-    /// Fsyncs everything appended so far (called by the flusher thread, never with the
-    /// partition lock held during the fsync itself).
-    pub fn flush_now(&self, now_ms: i64) {
+    /// First half of a flush (flusher thread): takes what must be fsynced and starts its
+    /// writeback without waiting, so that a round's partitions write in parallel.
+    pub fn begin_flush(&self) -> FlushStarted {
         self.flush_queued.store(false, Ordering::Release);
         let (plan, pending) = {
             let state = self.lock();
             (state.log.flush_plan(), state.unflushed_messages)
         };
-        for file in &plan.files {
-            if let Err(err) = file.sync_data() {
-                error!(
-                    topic = %self.topic, partition = self.index,
-                    "fsync failed, taking the partition offline until restart: {err}"
-                );
-                self.lock().log.set_offline();
-                self.offline.store(true, Ordering::Release);
-                self.wake_waiters();
-                return;
-            }
+        let writeback = plan.start_writeback();
+        FlushStarted {
+            plan,
+            pending,
+            writeback,
+        }
+    }
+
+    /// Second half of a flush: fsyncs what `begin_flush` took (never with the partition
+    /// lock held during the fsync itself) and, in durable mode, moves the high watermark.
+    /// Any failure takes the partition offline until a restart recovers it.
+    pub fn finish_flush(&self, started: FlushStarted, now_ms: i64) {
+        let FlushStarted {
+            plan,
+            pending,
+            writeback,
+        } = started;
+        if let Err(err) = writeback.and_then(|()| plan.sync_data()) {
+            error!(
+                topic = %self.topic, partition = self.index,
+                "fsync failed, taking the partition offline until restart: {err}"
+            );
+            self.lock().log.set_offline();
+            self.offline.store(true, Ordering::Release);
+            self.wake_waiters();
+            return;
         }
         let durable = {
             let mut state = self.lock();
@@ -479,10 +503,8 @@ impl Partition {
         let mut state = self.lock();
         state.log.write_all_indexes()?;
         let plan = state.log.flush_plan();
-        for file in &plan.files {
-            file.sync_data()
-                .map_err(|e| StorageError::io("fsync segment", state.log.dir().to_path_buf(), e))?;
-        }
+        plan.sync_data()
+            .map_err(|e| StorageError::io("fsync segment", state.log.dir().to_path_buf(), e))?;
         state.log.mark_flushed(plan.end_offset);
         Ok(())
     }
