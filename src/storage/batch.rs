@@ -281,12 +281,31 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
+/// Bytes at the start of a batch that hold the fields the leader owns, base offset and
+/// partition leader epoch (with the batch length between them): everything before the
+/// magic byte, none of it covered by the CRC.
+pub const LEADER_PREFIX_BYTES: usize = OFFSET_MAGIC;
+
 /// Rewrites the fields the leader owns. Neither is covered by the CRC, so the batch stays
 /// valid.
 pub fn set_base_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
     batch[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4]
         .copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// The first `LEADER_PREFIX_BYTES` of a validated batch with the leader's fields set, so
+/// the batch can be written as this prefix followed by the rest of the client's bytes,
+/// uncopied.
+pub fn leader_prefix(
+    batch: &[u8],
+    base_offset: i64,
+    leader_epoch: i32,
+) -> [u8; LEADER_PREFIX_BYTES] {
+    let mut prefix = [0; LEADER_PREFIX_BYTES];
+    prefix.copy_from_slice(&batch[..LEADER_PREFIX_BYTES]);
+    set_base_offset_and_epoch(&mut prefix, base_offset, leader_epoch);
+    prefix
 }
 
 /// Marks the batch as LogAppendTime with `append_time_ms` as its max timestamp and

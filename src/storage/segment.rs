@@ -34,6 +34,50 @@ pub fn parse_file_stem(stem: &str) -> Option<i64> {
 const RESERVE_CHUNK_MIN_BYTES: u64 = 1 << 20;
 const RESERVE_CHUNK_MAX_BYTES: u64 = 64 << 20;
 
+/// Writes all of `parts`, in order, at `offset`: one `pwritev`, more only if the kernel
+/// writes part of them.
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut slices: Vec<io::IoSlice<'_>> = parts
+        .iter()
+        .filter(|part| !part.is_empty())
+        .map(|part| io::IoSlice::new(part))
+        .collect();
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        let at = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+        // At most IOV_MAX (1024 on Linux) slices per call; callers pass one or two.
+        let count = libc::c_int::try_from(left.len().min(1024)).unwrap_or(1024);
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, the slices borrow live
+        // buffers for the duration of the call, and the descriptor is open (held by `file`).
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                left.as_ptr().cast::<libc::iovec>(),
+                count,
+                at,
+            )
+        };
+        match written {
+            n if n < 0 => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => {
+                // n > 0 here, and at most the bytes passed.
+                let n = n.unsigned_abs();
+                offset += n as u64;
+                io::IoSlice::advance_slices(&mut left, n);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reserves disk blocks for `[from, from + len)` without changing the file's size
 /// (`fallocate(FALLOC_FL_KEEP_SIZE)`). Appending into reserved blocks is several times
 /// faster on ext4 than appending into unallocated space, where every buffered write must
@@ -221,18 +265,20 @@ impl Segment {
         last_offset - self.base_offset <= i64::from(i32::MAX)
     }
 
-    /// Appends `bytes`, the concatenation of `headers`' batches, at the end of the file.
+    /// Appends `parts`, which together are `headers`' batches, at the end of the file with
+    /// one `pwritev` (the client's bytes are written from where they are, not copied).
     /// On a failed write the file is cut back to its previous size, so a failed append
     /// leaves no partial batch; the error says whether that undo worked.
     pub fn append(
         &mut self,
-        bytes: &[u8],
+        parts: &[&[u8]],
         headers: &[BatchHeader],
         policy: IndexPolicy,
     ) -> Result<(), AppendIoError> {
         let start = self.size_bytes;
-        self.reserve_through(start + bytes.len() as u64);
-        if let Err(source) = self.file.write_all_at(bytes, start) {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        self.reserve_through(start + len as u64);
+        if let Err(source) = write_all_vectored_at(&self.file, parts, start) {
             let undo = self.file.set_len(start);
             return Err(AppendIoError {
                 source,
@@ -636,7 +682,7 @@ mod tests {
             let mut bytes = build_batch(0, 1_000 + i, &[b"value-value-value"]);
             batch::set_base_offset_and_epoch(&mut bytes, first_offset + i, 0);
             let header = batch::validate(&bytes).unwrap();
-            segment.append(&bytes, &[header], POLICY).unwrap();
+            segment.append(&[&bytes], &[header], POLICY).unwrap();
         }
     }
 
@@ -647,6 +693,34 @@ mod tests {
             max_bytes,
             min_one_batch: true,
         }
+    }
+
+    #[test]
+    fn a_batch_written_in_parts_reads_back_whole_with_the_leaders_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 7, 0).unwrap();
+        let client = build_batch(0, 1_000, &[b"first", b"second"]);
+        let prefix = batch::leader_prefix(&client, 7, 3);
+        let rest = &client[batch::LEADER_PREFIX_BYTES..];
+        let (head, tail) = rest.split_at(rest.len() / 2);
+        let mut expected = client.clone();
+        batch::set_base_offset_and_epoch(&mut expected, 7, 3);
+        let header = batch::validate(&expected).unwrap();
+        segment
+            .append(&[&prefix, head, &[], tail], &[header], POLICY)
+            .unwrap();
+        assert_eq!(segment.size_bytes(), expected.len() as u64);
+        let read = segment
+            .read_plan(7)
+            .read(limits(7, 1 << 20))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&read.bytes[..], &expected[..]);
+        assert_eq!(
+            &client[..8],
+            &0i64.to_be_bytes(),
+            "the client's bytes are untouched"
+        );
     }
 
     #[test]

@@ -442,20 +442,27 @@ impl Log {
             first_offset + i64::from(header.last_offset_delta),
             now_ms,
         )?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        scratch.extend_from_slice(records);
-        batch::set_base_offset_and_epoch(&mut scratch, first_offset, leader_epoch);
+        header.base_offset = first_offset;
         let mut log_append_time_ms = -1;
         if self.config.timestamp_type == TimestampType::LogAppendTime {
+            // The new timestamp changes the CRC: the batch is rewritten in a copy.
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            scratch.extend_from_slice(records);
+            batch::set_base_offset_and_epoch(&mut scratch, first_offset, leader_epoch);
             batch::set_log_append_time(&mut scratch, now_ms);
             log_append_time_ms = now_ms;
             header.max_timestamp = now_ms;
+            let result = self.write_to_active(&[&scratch], &[header]);
+            self.scratch = scratch;
+            result?;
+        } else {
+            // Only the fields before the CRC'd part change: write a patched copy of those
+            // 16 bytes and the client's bytes after them as they are.
+            let prefix = batch::leader_prefix(records, first_offset, leader_epoch);
+            let rest = &records[batch::LEADER_PREFIX_BYTES..];
+            self.write_to_active(&[&prefix, rest], &[header])?;
         }
-        header.base_offset = first_offset;
-        let result = self.write_to_active(&scratch, &[header]);
-        self.scratch = scratch;
-        result?;
         self.log_end_offset = header.next_offset();
         self.producers.record_batch(&header);
         Ok(AppendInfo {
@@ -523,7 +530,7 @@ impl Log {
             let must_roll = self.needs_roll_with_pending(run_bytes, size, header, now_ms);
             if must_roll {
                 self.write_to_active(
-                    &batches[run_start_byte..position],
+                    &[&batches[run_start_byte..position]],
                     &headers[run_start_batch..i],
                 )?;
                 self.roll_to(header.base_offset, now_ms)?;
@@ -533,7 +540,7 @@ impl Log {
             position += size;
         }
         self.write_to_active(
-            &batches[run_start_byte..position],
+            &[&batches[run_start_byte..position]],
             &headers[run_start_batch..],
         )
     }
@@ -614,19 +621,21 @@ impl Log {
         Ok(())
     }
 
+    /// Appends `parts` (together: whole batches described by `headers`) to the active
+    /// segment.
     fn write_to_active(
         &mut self,
-        bytes: &[u8],
+        parts: &[&[u8]],
         headers: &[BatchHeader],
     ) -> Result<(), StorageError> {
-        if bytes.is_empty() {
+        if parts.iter().all(|part| part.is_empty()) {
             return Ok(());
         }
         let policy = IndexPolicy {
             index_interval_bytes: self.config.index_interval_bytes,
         };
         let dir = self.dir.clone();
-        match self.active().append(bytes, headers, policy) {
+        match self.active().append(parts, headers, policy) {
             Ok(()) => Ok(()),
             Err(err) => {
                 if !err.undone {

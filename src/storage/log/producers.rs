@@ -130,7 +130,7 @@ impl Log {
         self.maybe_roll(bytes.len(), offset, now_ms)?;
         batch::set_base_offset_and_epoch(&mut bytes, offset, 0);
         let header = batch::validate(&bytes)?;
-        self.write_to_active(&bytes, &[header])?;
+        self.write_to_active(&[&bytes], &[header])?;
         self.log_end_offset = offset + 1;
         self.producers.record_marker(
             marker.producer_id,
