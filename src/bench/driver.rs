@@ -30,8 +30,12 @@ use super::workloads::{
 
 /// Longest a producer may take to deliver what it has queued once sending stops.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
-/// Longest readers keep reading after producing ended, to drain what they lag behind.
+/// Readers keep reading after producing ended, to drain what they lag behind, for this
+/// long plus `DRAIN_PER_PRODUCE_SECOND` for every second of producing: one reader of small
+/// records reads about a quarter of what one producer writes (W1), so a 30 s phase needs
+/// about two minutes to be read back.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DRAIN_PER_PRODUCE_SECOND: u32 = 4;
 /// Longest a catch-up read may take.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(900);
 /// Longest a consumer group member may wait for its assignment.
@@ -313,9 +317,10 @@ fn run_phase_into(
             return Err(e);
         }
     };
+    let produced_for = Duration::from_secs_f64(produced.seconds.max(0.0));
     control.finish(
         produced.stats.acked_records.load(Ordering::Relaxed),
-        produce_end + DRAIN_TIMEOUT,
+        produce_end + DRAIN_TIMEOUT + produced_for * DRAIN_PER_PRODUCE_SECOND,
     );
     let outcomes = join_readers(readers)?;
     watch.finish(result);
