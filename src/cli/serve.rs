@@ -110,11 +110,11 @@ pub fn run(args: ServeArgs) -> i32 {
             return 2;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ferry")
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    let runtime = match builder.enable_all().thread_name("ferry").build() {
         Ok(runtime) => runtime,
         Err(err) => {
             error!("cannot start the async runtime: {err}");

@@ -28,6 +28,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Most `ferry.worker.threads` accepted.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.to_string(),
@@ -71,6 +74,10 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     /// `ferry.max.inflight.requests.per.connection`: requests read ahead of their responses.
     pub max_inflight_requests_per_connection: usize,
+    /// `ferry.worker.threads`: threads running connections and request handlers; 0 means
+    /// one per CPU core. On a small machine shared with the clients, fewer threads than
+    /// cores cost less CPU per small request (docs/performance.md).
+    pub worker_threads: usize,
     /// `fetch.max.bytes`: cap on one Fetch response's record bytes.
     pub fetch_max_bytes: usize,
     /// `log.flush.offset.checkpoint.interval.ms`: how often recovery points are saved.
@@ -108,6 +115,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             connections_max_idle_ms: 600_000,
             max_inflight_requests_per_connection: 32,
+            worker_threads: 0,
             fetch_max_bytes: 57_671_680,
             flush_checkpoint_interval_ms: 60_000,
             retention_check_interval_ms: 300_000,
@@ -243,6 +251,7 @@ impl BrokerConfig {
             "ferry.max.inflight.requests.per.connection" => {
                 self.max_inflight_requests_per_connection = parse_num(key, value)?
             }
+            "ferry.worker.threads" => self.worker_threads = parse_num(key, value)?,
             "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, value)?,
             "log.flush.offset.checkpoint.interval.ms" => {
                 self.flush_checkpoint_interval_ms = parse_num(key, value)?
@@ -298,6 +307,12 @@ impl BrokerConfig {
             return Err(invalid(
                 "ferry.max.inflight.requests.per.connection",
                 "must be at least 1",
+            ));
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(invalid(
+                "ferry.worker.threads",
+                format!("must be at most {MAX_WORKER_THREADS} (0 = one per CPU core)"),
             ));
         }
         if self.txn.state_topic_partitions < 1 {
@@ -497,6 +512,10 @@ mod tests {
             Some("1048576")
         );
         assert_eq!(unknown, vec!["zookeeper.connect".to_string()]);
+        assert_eq!(config.worker_threads, 0, "one per core unless set");
+        let (config, _) =
+            BrokerConfig::from_properties(&props(&[("ferry.worker.threads", "1")])).unwrap();
+        assert_eq!(config.worker_threads, 1);
     }
 
     #[test]
@@ -507,6 +526,8 @@ mod tests {
             ("log.dirs", "/a,/b"),
             ("num.partitions", "zero"),
             ("log.segment.bytes", "10"),
+            ("ferry.worker.threads", "-1"),
+            ("ferry.worker.threads", "100000"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(key, value)])).unwrap_err();
             assert_eq!(err.key, key);
