@@ -1,7 +1,7 @@
 //! Composition root: binds the listener, opens the broker (recovering its logs), runs the
 //! accept loop and background work, and performs a clean shutdown on SIGTERM or SIGINT.
-//! SIGUSR1 logs the request latency per API since the previous SIGUSR1 (see
-//! `network::request_latency`).
+//! SIGUSR1 logs the fsyncs and the request latency per API since the previous SIGUSR1 (see
+//! `network::request_latency`, `storage::fsync`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::network::request_latency::RequestLatency;
 use crate::network::{listener, ConnectionLimits};
-use crate::storage::StorageError;
+use crate::storage::{fsync, StorageError};
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug)]
@@ -53,19 +53,28 @@ async fn termination_signal() {
     }
 }
 
-/// Logs one line per API with the request latency percentiles since the previous report
-/// (each line carries the report's number, counting from 1), each time the process receives SIGUSR1 (`usr1`, installed before the broker says it is
+/// Logs the number of fsyncs and one line per API with the request latency percentiles
+/// since the previous report (each line carries the report's number, counting from 1),
+/// each time the process receives SIGUSR1 (`usr1`, installed before the broker says it is
 /// ready, so an early signal cannot kill the process), until `stopped` fires.
 async fn report_latency_on_signal(
     latency: Arc<RequestLatency>,
     mut usr1: tokio::signal::unix::Signal,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let mut fsyncs_before = fsync::fsyncs_so_far();
     for report in 1u64.. {
         tokio::select! {
             _ = usr1.recv() => {}
             _ = stopped.changed() => return,
         }
+        let fsyncs = fsync::fsyncs_so_far();
+        info!(
+            report,
+            fsyncs = fsyncs - fsyncs_before,
+            "fsyncs since the previous report"
+        );
+        fsyncs_before = fsyncs;
         let apis = latency.take_report();
         if apis.is_empty() {
             info!(

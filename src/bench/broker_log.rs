@@ -7,6 +7,8 @@ use super::stats::Percentiles;
 
 /// What Ferry's latency report lines say before their fields.
 const LATENCY_MESSAGE: &str = "request latency since the previous report";
+/// What the report's fsync line says before its fields.
+const FSYNCS_MESSAGE: &str = "fsyncs since the previous report";
 
 /// Warning and error lines.
 pub fn problems(lines: &[String]) -> Vec<String> {
@@ -15,6 +17,19 @@ pub fn problems(lines: &[String]) -> Vec<String> {
         .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
         .cloned()
         .collect()
+}
+
+/// The broker's fsyncs in the newest report among `lines`.
+pub fn newest_fsyncs(lines: &[String]) -> Option<u64> {
+    lines
+        .iter()
+        .filter(|line| line.contains(FSYNCS_MESSAGE))
+        .filter_map(|line| {
+            let report: u64 = field(line, "report")?.parse().ok()?;
+            Some((report, field(line, "fsyncs")?.parse().ok()?))
+        })
+        .max_by_key(|&(report, _)| report)
+        .map(|(_, fsyncs)| fsyncs)
 }
 
 /// `api`'s latency in the newest report among `lines` (`count` is its number of requests);
@@ -74,6 +89,12 @@ mod tests {
             }
         );
         assert_eq!(newest_latency(&lines, "Fetch").map(|p| p.count), Some(5));
+        assert_eq!(newest_fsyncs(&lines), None);
+        let fsyncs = log(
+            "x INFO ferry::server: fsyncs since the previous report report=6 fsyncs=12\n\
+             x INFO ferry::server: fsyncs since the previous report report=7 fsyncs=3051\n",
+        );
+        assert_eq!(newest_fsyncs(&fsyncs), Some(3051));
         assert_eq!(problems(&lines).len(), 1);
     }
 

@@ -135,6 +135,8 @@ pub struct PhaseResult {
     /// Produce requests as the broker saw them: frame read to response handed to the
     /// writer (own Ferry only; `count` is the number of requests).
     pub broker_produce: Option<Percentiles>,
+    /// fsyncs the broker issued during the phase (own Ferry only, from the same report).
+    pub broker_fsyncs: Option<u64>,
     pub records_per_batch: Option<f64>,
     /// Cold catch-up: whether the topic's pages were dropped from the page cache.
     pub cache_dropped: Option<bool>,

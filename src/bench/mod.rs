@@ -217,6 +217,7 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
                 let lines = b.new_log_lines();
                 result.broker_log_problems = broker_log::problems(&lines);
                 result.broker_produce = broker_log::newest_latency(&lines, "Produce");
+                result.broker_fsyncs = broker_log::newest_fsyncs(&lines);
                 if let Some(status) = b.try_exit_status() {
                     broker_gone = Some(format!(
                         "the broker exited during {} {}: {status}",

@@ -94,6 +94,12 @@ impl PhaseResult {
             .and_then(|d| per_s(d.read_bytes as f64 / MIB_BYTES, self.wall_seconds))
     }
 
+    /// fsync and fdatasync calls of the broker per second (own Ferry only).
+    pub fn broker_fsyncs_s(&self) -> Option<f64> {
+        self.broker_fsyncs
+            .and_then(|n| per_s(n as f64, self.wall_seconds))
+    }
+
     /// Device-wide flush requests per second (an upper bound on the broker's fsyncs when
     /// nothing else on the device syncs).
     pub fn device_flushes_s(&self) -> Option<f64> {
@@ -266,7 +272,7 @@ pub fn workload_table(outcome: &WorkloadOutcome, limits: &Limits) -> Table {
         ),
         (
             "fsyncs/s (broker)".into(),
-            Box::new(|_: &PhaseResult| "-".to_string()),
+            fig(PhaseResult::broker_fsyncs_s),
         ),
         (
             "disk flushes/s (device)".into(),
@@ -406,7 +412,7 @@ fn phase_json(r: &PhaseResult, limits: &Limits) -> Json {
             "broker_disk_read_mib_s".into(),
             Json::float(r.broker_disk_read_mib_s()),
         ),
-        ("fsyncs_s".into(), Json::Null),
+        ("fsyncs_s".into(), Json::float(r.broker_fsyncs_s())),
         ("device_flushes_s".into(), Json::float(r.device_flushes_s())),
         ("client_cpu_cores".into(), Json::float(r.client_cpu_cores())),
         ("topic_create_ms".into(), Json::float(r.topic_create_ms)),

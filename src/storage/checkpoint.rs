@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::error::StorageError;
+use super::fsync;
 
 /// A partition's offset in a checkpoint file.
 pub type CheckpointEntries = HashMap<(String, i32), i64>;
@@ -19,10 +20,10 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), StorageError
     let write = || -> std::io::Result<()> {
         let mut file = File::create(&tmp)?;
         file.write_all(contents)?;
-        file.sync_all()?;
+        fsync::sync_all(&file)?;
         std::fs::rename(&tmp, path)?;
         if let Some(parent) = path.parent() {
-            File::open(parent)?.sync_all()?;
+            fsync::sync_all(&File::open(parent)?)?;
         }
         Ok(())
     };

@@ -104,7 +104,7 @@ impl DataDir {
             std::fs::remove_file(&clean_path)
                 .map_err(|e| StorageError::io("remove clean shutdown marker", &clean_path, e))?;
             File::open(root)
-                .and_then(|d| d.sync_all())
+                .and_then(|d| super::fsync::sync_all(&d))
                 .map_err(|e| StorageError::io("sync data dir", root, e))?;
         }
         Ok(DataDir {

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod data_dir;
 pub mod error;
+pub mod fsync;
 pub mod index;
 pub mod log;
 pub mod producer_state;

@@ -1,5 +1,5 @@
-//! The request latency report an operator gets with `kill -USR1 <pid>`: one line per API
-//! with the requests answered since the previous report, and the counts start over.
+//! The report an operator gets with `kill -USR1 <pid>`: the fsyncs issued and one line per
+//! API with the requests answered since the previous report, and the counts start over.
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ fn report(broker: &Broker, report: u64) -> Vec<String> {
             broker
                 .drain_log()
                 .into_iter()
-                .filter(|l| l.contains("request latency") && l.contains(&marker)),
+                .filter(|l| l.contains("since the previous report") && l.contains(&marker)),
         );
         // A report's lines are logged together; give the last of them a moment.
         if !lines.is_empty() {
@@ -53,7 +53,10 @@ fn field(line: &str, name: &str) -> u64 {
 async fn sigusr1_reports_request_latency_per_api_since_the_previous_report() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), &[]);
-    broker.create_topic("latency", 1, &[]).await;
+    // Durable, so that every acknowledged produce needed an fsync.
+    broker
+        .create_topic("latency", 1, &[("flush.messages", "1")])
+        .await;
     let first = report(&broker, 1);
     assert!(
         first.iter().any(|l| l.contains("api=CreateTopics")),
@@ -91,6 +94,11 @@ async fn sigusr1_reports_request_latency_per_api_since_the_previous_report() {
         !second.iter().any(|l| l.contains("api=CreateTopics")),
         "counts start over"
     );
+    let fsyncs = second
+        .iter()
+        .find(|l| l.contains("fsyncs since the previous report"))
+        .unwrap_or_else(|| panic!("no fsync line in {second:?}"));
+    assert!(field(fsyncs, "fsyncs") >= PRODUCES, "{fsyncs}");
 
     let third = report(&broker, 3);
     assert!(

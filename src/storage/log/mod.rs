@@ -143,7 +143,9 @@ impl FlushPlan {
 
     /// Makes the files' data durable, in order; the first failure stops.
     pub fn sync_data(&self) -> std::io::Result<()> {
-        self.files.iter().try_for_each(|file| file.sync_data())
+        self.files
+            .iter()
+            .try_for_each(|file| crate::storage::fsync::sync_data(file))
     }
 }
 
