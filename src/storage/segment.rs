@@ -34,21 +34,33 @@ pub fn parse_file_stem(stem: &str) -> Option<i64> {
 const RESERVE_CHUNK_MIN_BYTES: u64 = 1 << 20;
 const RESERVE_CHUNK_MAX_BYTES: u64 = 64 << 20;
 
+/// Most non-empty parts one append may write (the leader path passes two, verbatim appends
+/// and markers one), so the `iovec`s live on the stack: no allocation per append.
+pub const MAX_WRITE_PARTS: usize = 4;
+
 /// Writes all of `parts`, in order, at `offset`: one `pwritev`, more only if the kernel
-/// writes part of them.
+/// writes part of them. More than `MAX_WRITE_PARTS` non-empty parts is an `InvalidInput`
+/// error, before anything is written.
 fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let mut slices: Vec<io::IoSlice<'_>> = parts
-        .iter()
-        .filter(|part| !part.is_empty())
-        .map(|part| io::IoSlice::new(part))
-        .collect();
-    let mut left = &mut slices[..];
+    let mut slices = [io::IoSlice::new(&[]); MAX_WRITE_PARTS];
+    let mut used = 0;
+    for part in parts.iter().filter(|part| !part.is_empty()) {
+        let slot = slices.get_mut(used).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("an append of more than {MAX_WRITE_PARTS} parts"),
+            )
+        })?;
+        *slot = io::IoSlice::new(part);
+        used += 1;
+    }
+    let mut left = &mut slices[..used];
     while !left.is_empty() {
         let at = libc::off_t::try_from(offset)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
-        // At most IOV_MAX (1024 on Linux) slices per call; callers pass one or two.
-        let count = libc::c_int::try_from(left.len().min(1024)).unwrap_or(1024);
+        // At most MAX_WRITE_PARTS slices, far below IOV_MAX.
+        let count = libc::c_int::try_from(left.len()).unwrap_or(libc::c_int::MAX);
         // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, the slices borrow live
         // buffers for the duration of the call, and the descriptor is open (held by `file`).
         let written = unsafe {
@@ -720,6 +732,14 @@ mod tests {
             &client[..8],
             &0i64.to_be_bytes(),
             "the client's bytes are untouched"
+        );
+        let too_many: Vec<&[u8]> = vec![&expected[..1]; MAX_WRITE_PARTS + 1];
+        let err = segment.append(&too_many, &[], POLICY).unwrap_err();
+        assert_eq!(err.source.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            segment.size_bytes(),
+            expected.len() as u64,
+            "nothing written"
         );
     }
 
