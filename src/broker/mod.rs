@@ -8,6 +8,7 @@ pub mod error_code;
 pub mod flusher;
 pub mod handlers;
 pub mod internal_log;
+pub mod journal;
 pub mod partition;
 pub mod producer_ids;
 pub mod topics;
@@ -25,6 +26,8 @@ use crate::coordinator::txn::TransactionCoordinator;
 use crate::storage::data_dir::DataDir;
 use crate::storage::StorageError;
 use flusher::Flusher;
+use journal::Journal;
+use partition::Persistence;
 use topics::TopicRegistry;
 
 /// Kafka's internal topic for committed offsets and group metadata.
@@ -54,11 +57,13 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     pub txns: TransactionCoordinator,
     flusher: Arc<Flusher>,
+    journal: Arc<Journal>,
     flusher_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Broker {
-    /// Opens the data directory, recovers every log and starts the flusher thread.
+    /// Opens the data directory, recovers every log (replaying the durable-mode journal
+    /// into them) and starts the flusher and journal threads.
     pub fn open(config: BrokerConfig, advertised: Endpoint) -> Result<Arc<Broker>, StorageError> {
         let data_dir = Arc::new(DataDir::open(&config.data_dir, config.node_id)?);
         if !data_dir.was_clean_shutdown() && !data_dir.is_new() {
@@ -66,12 +71,18 @@ impl Broker {
         }
         let cluster_id = data_dir.identity().cluster_id.clone();
         let (flusher, flusher_thread) = Flusher::start();
+        let (journal, leftover) = Journal::start(data_dir.root())?;
+        let persistence = Persistence {
+            flusher: Arc::clone(&flusher),
+            journal: Arc::clone(&journal),
+        };
         let topics = Arc::new(TopicRegistry::open(
             Arc::clone(&data_dir),
             config.topic_defaults.clone(),
-            Arc::clone(&flusher),
+            persistence,
             config.node_id,
         )?);
+        journal::replay(leftover, &topics)?;
         let groups = coordinators::open_groups(&config, &topics)?;
         let txns = coordinators::open_transactions(&config, &topics, &groups)?;
         Ok(Arc::new(Broker {
@@ -83,6 +94,7 @@ impl Broker {
             groups,
             txns,
             flusher,
+            journal,
             flusher_thread: std::sync::Mutex::new(Some(flusher_thread)),
         }))
     }
@@ -165,19 +177,18 @@ impl Broker {
         }
     }
 
-    /// Clean shutdown: stops the flusher, fsyncs every log, writes indexes, checkpoints and
-    /// the clean-shutdown marker.
+    /// Clean shutdown: stops the journal and the flusher, fsyncs every log, writes
+    /// indexes, checkpoints and the clean-shutdown marker.
     pub fn shutdown(&self) -> Result<(), StorageError> {
+        self.journal.stop();
         self.flusher.stop();
         let handle = self
             .flusher_thread
             .lock()
             .expect("flusher handle lock")
             .take();
-        if let Some(handle) = handle {
-            if handle.join().is_err() {
-                error!("the flusher thread panicked");
-            }
+        if handle.is_some_and(|h| h.join().is_err()) {
+            error!("the flusher thread panicked");
         }
         self.topics.close()
     }

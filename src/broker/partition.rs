@@ -14,7 +14,10 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::error;
 
+use uuid::Uuid;
+
 use super::flusher::Flusher;
+use super::journal::Journal;
 use crate::config::topic::ResolvedTopicConfig;
 use crate::protocol::fetch_encoder::RecordsOut;
 use crate::protocol::frame::FileRegion;
@@ -38,9 +41,18 @@ struct PartitionState {
     last_flush_ms: i64,
 }
 
+/// Where a partition's data goes to become durable: the shared journal (durable mode's
+/// acknowledgements) and the flusher (segment fsyncs).
+#[derive(Clone)]
+pub struct Persistence {
+    pub flusher: Arc<Flusher>,
+    pub journal: Arc<Journal>,
+}
+
 /// One partition of a topic.
 pub struct Partition {
     topic: String,
+    topic_id: Uuid,
     index: i32,
     state: Mutex<PartitionState>,
     high_watermark: AtomicI64,
@@ -48,7 +60,7 @@ pub struct Partition {
     offline: AtomicBool,
     flush_queued: AtomicBool,
     waiters: Mutex<Vec<Weak<Notify>>>,
-    flusher: Arc<Flusher>,
+    persistence: Persistence,
 }
 
 /// A flush whose writeback has been started (`Partition::begin_flush`).
@@ -81,18 +93,19 @@ impl std::fmt::Debug for Partition {
 
 impl Partition {
     pub fn new(
-        topic: &str,
-        index: i32,
-        log: Log,
+        (topic, topic_id, index): (&str, Uuid, i32),
+        mut log: Log,
         config: &ResolvedTopicConfig,
-        flusher: Arc<Flusher>,
+        persistence: Persistence,
         now_ms: i64,
     ) -> Arc<Partition> {
         // On open, everything in the log survived a restart: it is all visible.
         let end = log.log_end_offset();
         let start = log.log_start_offset();
+        log.keep_written(config.is_durable());
         Arc::new(Partition {
             topic: topic.to_string(),
+            topic_id,
             index,
             state: Mutex::new(PartitionState {
                 log,
@@ -107,7 +120,7 @@ impl Partition {
             offline: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
-            flusher,
+            persistence,
         })
     }
 
@@ -148,6 +161,7 @@ impl Partition {
     pub fn reconfigure(&self, config: &ResolvedTopicConfig) {
         let mut state = self.lock();
         state.log.set_config(config.log.clone());
+        state.log.keep_written(config.is_durable());
         state.durable = config.is_durable();
         state.flush_messages = config.flush_messages;
         state.flush_ms = config.flush_ms;
@@ -206,8 +220,11 @@ impl Partition {
         }
         state.unflushed_messages += i64::from(info.records);
         let rolled = state.log.segment_count() != segments_before;
-        let flush = durable || rolled || state.unflushed_messages >= state.flush_messages;
         let end = state.log.log_end_offset();
+        let journaled = durable && self.journal_written(&mut state, end);
+        let flush = (durable && !journaled)
+            || rolled
+            || (!durable && state.unflushed_messages >= state.flush_messages);
         drop(state);
         if flush {
             self.request_flush();
@@ -230,14 +247,49 @@ impl Partition {
         let result = state.log.append_verbatim(batches, now_ms);
         let end = state.log.log_end_offset();
         let durable = state.durable;
+        let journaled = durable && self.journal_written(&mut state, end);
         drop(state);
         match &result {
             Ok(Some(_)) if !durable => self.advance_high_watermark(end),
-            Ok(Some(_)) => self.request_flush(),
-            Ok(None) => {}
+            Ok(Some(_)) if !journaled => self.request_flush(),
+            Ok(_) => {}
             Err(err) => self.note_failure(err),
         }
         result
+    }
+
+    /// Hands what the last append wrote to the journal (with the partition lock held, so
+    /// entries keep log order). False if the journal did not take it.
+    fn journal_written(self: &Arc<Self>, state: &mut PartitionState, end: i64) -> bool {
+        let written = state.log.take_written();
+        written.is_empty()
+            || self
+                .persistence
+                .journal
+                .append(self, self.topic_id, &written, end)
+    }
+
+    /// A journal round made everything below `end` durable.
+    pub(super) fn journal_synced(&self, end: i64) {
+        self.advance_high_watermark(end);
+    }
+
+    /// Crash recovery: appends the batches of a journal entry that the log lost (see
+    /// `Log::append_journaled`). Returns the records appended.
+    pub fn replay_journaled(&self, batches: &[u8], now_ms: i64) -> Result<u64, StorageError> {
+        let mut state = self.lock();
+        let appended = state.log.append_journaled(batches, now_ms)?;
+        // Replayed bytes are already in the journal; they are not journaled twice.
+        state.log.take_written();
+        let end = state.log.log_end_offset();
+        drop(state);
+        self.advance_high_watermark(end);
+        Ok(appended.map_or(0, |a| u64::from(a.records)))
+    }
+
+    /// Everything below this offset is known to be on stable storage in the segments.
+    pub fn recovery_point(&self) -> i64 {
+        self.lock().log.recovery_point()
     }
 
     fn note_failure(&self, err: &StorageError) {
@@ -257,9 +309,9 @@ impl Partition {
         }
     }
 
-    fn request_flush(self: &Arc<Self>) {
+    pub(super) fn request_flush(self: &Arc<Self>) {
         if !self.flush_queued.swap(true, Ordering::AcqRel) {
-            self.flusher.request(Arc::clone(self));
+            self.persistence.flusher.request(Arc::clone(self));
         }
     }
 

@@ -10,9 +10,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::flusher::Flusher;
 use super::now_ms;
-use super::partition::Partition;
+use super::partition::{Partition, Persistence};
 use crate::config::topic::TopicDefaults;
 use crate::config::ConfigError;
 use crate::storage::data_dir::{base64_uuid, DataDir, TopicRecord};
@@ -135,7 +134,7 @@ pub struct TopicRegistry {
     admin: Mutex<()>,
     data_dir: Arc<DataDir>,
     defaults: TopicDefaults,
-    flusher: Arc<Flusher>,
+    persistence: Persistence,
     node_id: i32,
 }
 
@@ -144,7 +143,7 @@ impl TopicRegistry {
     pub fn open(
         data_dir: Arc<DataDir>,
         defaults: TopicDefaults,
-        flusher: Arc<Flusher>,
+        persistence: Persistence,
         node_id: i32,
     ) -> Result<TopicRegistry, StorageError> {
         let registry = TopicRegistry {
@@ -152,7 +151,7 @@ impl TopicRegistry {
             admin: Mutex::new(()),
             data_dir,
             defaults,
-            flusher,
+            persistence,
             node_id,
         };
         let recovery_points = registry
@@ -227,11 +226,10 @@ impl TopicRegistry {
         };
         write_partition_metadata(&dir, record.topic_id)?;
         Ok(Partition::new(
-            &record.name,
-            index,
+            (&record.name, record.topic_id, index),
             log,
             &resolved,
-            Arc::clone(&self.flusher),
+            self.persistence.clone(),
             now,
         ))
     }
@@ -382,11 +380,10 @@ impl TopicRegistry {
         let log = Log::create(&dir, resolved.log.clone(), 0, now)?;
         write_partition_metadata(&dir, record.topic_id)?;
         Ok(Partition::new(
-            &record.name,
-            index,
+            (&record.name, record.topic_id, index),
             log,
             &resolved,
-            Arc::clone(&self.flusher),
+            self.persistence.clone(),
             now,
         ))
     }

@@ -8,6 +8,7 @@ pub mod data_dir;
 pub mod error;
 pub mod fsync;
 pub mod index;
+pub mod journal;
 pub mod log;
 pub mod producer_state;
 pub mod records;

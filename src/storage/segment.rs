@@ -41,7 +41,11 @@ pub const MAX_WRITE_PARTS: usize = 4;
 /// Writes all of `parts`, in order, at `offset`: one `pwritev`, more only if the kernel
 /// writes part of them. More than `MAX_WRITE_PARTS` non-empty parts is an `InvalidInput`
 /// error, before anything is written.
-fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> io::Result<()> {
+pub(crate) fn write_all_vectored_at(
+    file: &File,
+    parts: &[&[u8]],
+    mut offset: u64,
+) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut slices = [io::IoSlice::new(&[]); MAX_WRITE_PARTS];
     let mut used = 0;

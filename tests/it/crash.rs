@@ -1,7 +1,10 @@
 //! Crash safety: kill -9 the broker while several producers send with acks=all, restart,
 //! and check that every acknowledged record is there, in order, in a log without gaps.
+//! In durable mode also with the segments cut back as far as a power loss could cut them:
+//! the journal must put back every acknowledged record.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,15 +19,112 @@ const PARTITIONS: i32 = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_kill_9() {
-    kill_9_while_producing(&[]).await;
+    kill_9_while_producing(&[], |_| {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_kill_9_in_durable_mode() {
-    kill_9_while_producing(&["--durable"]).await;
+    kill_9_while_producing(&["--durable"], |_| {}).await;
 }
 
-async fn kill_9_while_producing(extra_args: &[&str]) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_mode_journal_restores_acknowledged_records_lost_from_segments() {
+    let log = kill_9_while_producing(&["--durable"], lose_what_the_journal_covers).await;
+    let replayed = log
+        .iter()
+        .find(|l| l.contains("replayed the journal"))
+        .expect("the restart replays the journal");
+    assert!(!replayed.contains(" records=0"), "{replayed}");
+}
+
+/// The most a power loss could take from durable partitions: for each partition, every
+/// segment byte from the first offset the surviving journal files hold for it (below it the
+/// broker fsynced the segments before deleting older journal files). The recovery points
+/// are forgotten too, so recovery scans every segment.
+fn lose_what_the_journal_covers(data_dir: &Path) {
+    let earliest = earliest_journaled_offsets(&data_dir.join("journal"));
+    assert!(
+        !earliest.is_empty(),
+        "durable appends went through the journal"
+    );
+    for (partition, offset) in earliest {
+        truncate_log_at(&data_dir.join(format!("crash-{partition}")), offset);
+    }
+    match std::fs::remove_file(data_dir.join("recovery-point-offset-checkpoint")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("removing the recovery points: {e}"),
+    }
+}
+
+/// Reads the journal files (format in `src/storage/journal.rs`): the first batch base
+/// offset of each partition.
+fn earliest_journaled_offsets(dir: &Path) -> BTreeMap<i32, i64> {
+    let mut earliest = BTreeMap::new();
+    for path in sorted_files(dir, "journal") {
+        let bytes = std::fs::read(&path).unwrap();
+        let mut position = 0;
+        while position + 36 <= bytes.len() {
+            let length = be_u32(&bytes[position..]) as usize;
+            if length == 0 {
+                break;
+            }
+            let partition = be_u32(&bytes[position + 24..]) as i32;
+            let base = be_u64(&bytes[position + 28..]) as i64;
+            earliest.entry(partition).or_insert(base);
+            position += 8 + length;
+        }
+    }
+    earliest
+}
+
+/// Cuts a partition's log just before the batch at `offset`: the segment holding it is
+/// truncated there and later segments are removed.
+fn truncate_log_at(dir: &Path, offset: i64) {
+    for path in sorted_files(dir, "log") {
+        let base: i64 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        if base > offset {
+            std::fs::remove_file(&path).unwrap();
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let mut position = 0;
+        while position + 12 <= bytes.len() {
+            let batch_base = be_u64(&bytes[position..]) as i64;
+            if batch_base >= offset {
+                let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                file.set_len(position as u64).unwrap();
+                break;
+            }
+            position += 12 + be_u32(&bytes[position + 8..]) as usize;
+        }
+    }
+}
+
+fn sorted_files(dir: &Path, extension: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    files
+}
+
+fn be_u32(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes(bytes[..4].try_into().unwrap())
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(bytes[..8].try_into().unwrap())
+}
+
+/// Produces from several producers, kills the broker, lets `after_crash` change the data
+/// directory, restarts and checks every acknowledged record. Returns the restart's log.
+async fn kill_9_while_producing(
+    extra_args: &[&str],
+    after_crash: impl FnOnce(&Path),
+) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["--override", "log.segment.bytes=262144"];
     args.extend_from_slice(extra_args);
@@ -86,6 +186,7 @@ async fn kill_9_while_producing(extra_args: &[&str]) {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 20_000);
+    after_crash(dir.path());
     let broker = Broker::start(dir.path(), &[]);
     let log = broker.drain_log();
     assert!(
@@ -107,4 +208,5 @@ async fn kill_9_while_producing(extra_args: &[&str]) {
         );
     }
     assert_dense_and_ordered(&read);
+    log
 }

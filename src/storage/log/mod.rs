@@ -160,6 +160,9 @@ pub struct Log {
     recovery_point: i64,
     /// Reused buffer for the leader's copy of a produced batch.
     scratch: Vec<u8>,
+    /// When on (durable partitions), a copy of every byte written since the last
+    /// `take_written`, for the broker's journal.
+    tap: Option<Vec<u8>>,
     offline: bool,
     /// Idempotence and transaction state of the producers writing to this log.
     producers: ProducerState,
@@ -191,6 +194,7 @@ impl Log {
             log_end_offset: start_offset,
             recovery_point: start_offset,
             scratch: Vec::new(),
+            tap: None,
             offline: false,
             producers: ProducerState::default(),
         })
@@ -267,6 +271,7 @@ impl Log {
             recovery_point: 0,
             segments,
             scratch: Vec::new(),
+            tap: None,
             offline: false,
             producers: ProducerState::default(),
         };
@@ -475,6 +480,37 @@ impl Log {
         })
     }
 
+    /// Turns on or off keeping a copy of what is written (see `take_written`).
+    pub fn keep_written(&mut self, on: bool) {
+        self.tap = on.then(Vec::new);
+    }
+
+    /// The bytes written since the last call (whole batches, exactly as in the segment),
+    /// when `keep_written` is on; empty otherwise.
+    pub fn take_written(&mut self) -> Vec<u8> {
+        self.tap.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Appends batches from the journal after a crash: batches wholly below the log end
+    /// are already in the log and skipped, the rest are appended at their own offsets.
+    /// A batch that straddles the log end cannot come from this log's own appends and is
+    /// refused.
+    pub fn append_journaled(
+        &mut self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<AppendInfo>, StorageError> {
+        let mut skip_bytes = 0;
+        for item in BatchIter::new(batches) {
+            let (_, header) = item?;
+            if header.next_offset() > self.log_end_offset {
+                break;
+            }
+            skip_bytes += header.total_bytes();
+        }
+        self.append_verbatim(&batches[skip_bytes..], now_ms)
+    }
+
     /// Appends batches at the offsets they carry (mirror and follower path). The batches
     /// must be valid and start at or after the log end; gaps are kept.
     pub fn append_verbatim(
@@ -638,7 +674,12 @@ impl Log {
         };
         let dir = self.dir.clone();
         match self.active().append(parts, headers, policy) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(tap) = self.tap.as_mut() {
+                    parts.iter().for_each(|part| tap.extend_from_slice(part));
+                }
+                Ok(())
+            }
             Err(err) => {
                 if !err.undone {
                     self.offline = true;
@@ -964,6 +1005,46 @@ mod tests {
         let far = build_batch(5_000_000_000, 0, &[b"far"]);
         log.append_verbatim(&far, 0).unwrap();
         assert_eq!(read_all(&log, 1_021)[0].base_offset, 5_000_000_000);
+    }
+
+    #[test]
+    fn written_bytes_replay_a_lost_tail_and_skip_what_the_log_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), LogConfig::default(), 0, 0).unwrap();
+        log.keep_written(true);
+        let mut journal = Vec::new();
+        for i in 0..6 {
+            log.append_as_leader_client(&build_batch(0, i, &[b"value"]), 0, 0)
+                .unwrap();
+            journal.push(log.take_written());
+        }
+        // The copies are the segment's bytes, with the offsets the leader assigned.
+        let segment = std::fs::read(dir.path().join("00000000000000000000.log")).unwrap();
+        assert_eq!(segment, journal.concat());
+        assert!(log.take_written().is_empty());
+        drop(log);
+        // A crash lost the last three batches from the segment.
+        let keep = journal[..3].concat().len() as u64;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("00000000000000000000.log"))
+            .unwrap();
+        file.set_len(keep).unwrap();
+        let checkpoint = LogCheckpoint {
+            recovery_point: 0,
+            log_start_offset: 0,
+        };
+        let (mut log, _) =
+            Log::open(dir.path(), LogConfig::default(), Some(checkpoint), false, 0).unwrap();
+        assert_eq!(log.log_end_offset(), 3);
+        // Replaying every entry restores exactly the lost ones.
+        for entry in &journal {
+            log.append_journaled(entry, 0).unwrap();
+        }
+        assert_eq!(log.log_end_offset(), 6);
+        let bases: Vec<i64> = read_all(&log, 0).iter().map(|h| h.base_offset).collect();
+        assert_eq!(bases, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(log.append_journaled(&journal[5], 0).unwrap(), None);
     }
 
     #[test]

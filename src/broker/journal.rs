@@ -1,0 +1,421 @@
+//! Group commit across partitions for durable mode (`flush.messages=1`). A durable append
+//! writes its batches to the partition's segment as always and a copy to the shared
+//! journal file (`storage::journal`), under the partition's lock so the journal holds each
+//! partition's appends in log order. The journal thread then makes a whole round of
+//! appends durable with one `fdatasync` of that one file and moves each partition's high
+//! watermark, so acknowledgements cost one device flush per round, not one per partition.
+//!
+//! The segments are fsynced later, off the acknowledgement path: when the file passes
+//! `JOURNAL_ROTATE_BYTES` the thread starts a new one and asks the flusher to fsync every
+//! partition the old file covers; the old file is deleted once each of them has a recovery
+//! point at or past what the file held for it (a deleted topic needs nothing). After a
+//! crash, `replay` appends what the segments lost from the files that are left.
+//!
+//! If the journal cannot be written or fsynced, it stops taking appends for good (until a
+//! restart) and durable partitions fall back to fsyncing their own segments: slower, never
+//! less safe. Nothing here holds the journal's lock while calling into a partition.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use super::now_ms;
+use super::partition::Partition;
+use super::topics::TopicRegistry;
+use crate::storage::journal::{self, EntryReader, JournalFile};
+use crate::storage::{fsync, StorageError};
+
+/// Zero-filled size of each journal file after the first.
+pub const JOURNAL_FILE_BYTES: u64 = 16 << 20;
+/// A journal file is retired (and its partitions' segments fsynced) once this much of it
+/// is written; the rest of its zero-filled bytes leave room for the appends that arrive
+/// before the next file is in place (later ones extend the file).
+pub const JOURNAL_ROTATE_BYTES: u64 = JOURNAL_FILE_BYTES * 3 / 4;
+/// How often the thread looks at retired files when no appends wake it.
+const IDLE_CHECK_MS: u64 = 1_000;
+/// Least time between two looks at retired files while rounds run back to back.
+const RETIRED_CHECK_MS: u64 = 100;
+
+/// Partitions with entries in one file: the highest log end journaled there for each.
+type Covered = HashMap<usize, (Weak<Partition>, i64)>;
+
+struct State {
+    file: JournalFile,
+    /// Appends written since the last round began: the partition and its log end after
+    /// the append. Bounded by the appends that can arrive during one fdatasync, which the
+    /// broker's request-memory budget bounds (each is a request awaiting its answer).
+    unsynced: Vec<(Arc<Partition>, i64)>,
+    covered: Covered,
+    stopping: bool,
+}
+
+/// A file no longer appended to, kept until its partitions' segments are durable.
+struct Retired {
+    path: PathBuf,
+    covered: Covered,
+}
+
+/// The journal: its current file and the thread that fsyncs it.
+pub struct Journal {
+    dir: PathBuf,
+    state: Mutex<State>,
+    wake: Condvar,
+    failed: AtomicBool,
+    spare: Mutex<Spare>,
+    spare_wanted: Condvar,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The next file, prepared ahead by its own thread.
+struct Spare {
+    file: Option<JournalFile>,
+    wanted: bool,
+    next_sequence: u64,
+    stopping: bool,
+}
+
+/// What `Journal::start` found from before: files to replay, oldest first.
+pub struct Leftover {
+    files: Vec<PathBuf>,
+}
+
+impl Journal {
+    /// Opens the journal folder in `data_dir`, starts a new file after any left from
+    /// before (returned for `replay`) and starts the threads (syncing, preparing files).
+    pub fn start(data_dir: &Path) -> Result<(Arc<Journal>, Leftover), StorageError> {
+        let dir = data_dir.join(journal::JOURNAL_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create journal", &dir, e))?;
+        let old = journal::list(&dir).map_err(|e| StorageError::io("list journal", &dir, e))?;
+        let next = old.last().map_or(0, |(sequence, _)| sequence + 1);
+        let file = JournalFile::create(&dir, next)
+            .map_err(|e| StorageError::io("create journal file", &dir, e))?;
+        let journal = Arc::new(Journal {
+            dir,
+            state: Mutex::new(State {
+                file,
+                unsynced: Vec::new(),
+                covered: HashMap::new(),
+                stopping: false,
+            }),
+            wake: Condvar::new(),
+            failed: AtomicBool::new(false),
+            spare: Mutex::new(Spare {
+                file: None,
+                wanted: false,
+                next_sequence: next + 1,
+                stopping: false,
+            }),
+            spare_wanted: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
+        });
+        let worker = Arc::clone(&journal);
+        let syncing = std::thread::Builder::new()
+            .name("ferry-journal".to_string())
+            .spawn(move || worker.run())
+            .map_err(|e| StorageError::io("start the journal thread", &journal.dir, e))?;
+        let worker = Arc::clone(&journal);
+        let preparing = std::thread::Builder::new()
+            .name("ferry-journal-prep".to_string())
+            .spawn(move || worker.prepare_spares())
+            .map_err(|e| StorageError::io("start the journal thread", &journal.dir, e))?;
+        *journal
+            .threads
+            .lock()
+            .expect("journal thread handles lock is never held across a panic") =
+            vec![syncing, preparing];
+        let files = old.into_iter().map(|(_, path)| path).collect();
+        Ok((journal, Leftover { files }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("journal lock is never held across a panic")
+    }
+
+    /// Journals a durable append (called with the partition's lock held, so entries are in
+    /// log order). `end` is the log end after the append; the high watermark moves there
+    /// once a round has fsynced the entry. False means the journal is not taking appends
+    /// and the caller must make the data durable by fsyncing the segment instead.
+    pub fn append(
+        &self,
+        partition: &Arc<Partition>,
+        topic_id: Uuid,
+        batches: &[u8],
+        end: i64,
+    ) -> bool {
+        if self.failed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut state = self.lock();
+        if let Err(err) = state.file.append(topic_id, partition.index(), batches) {
+            drop(state);
+            self.fail(&format!("writing an entry failed: {err}"));
+            return false;
+        }
+        state.unsynced.push((Arc::clone(partition), end));
+        let key = Arc::as_ptr(partition) as usize;
+        let covered = state
+            .covered
+            .entry(key)
+            .or_insert_with(|| (Arc::downgrade(partition), end));
+        covered.1 = covered.1.max(end);
+        self.wake.notify_one();
+        true
+    }
+
+    fn fail(&self, why: &str) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            error!(
+                dir = %self.dir.display(),
+                "the durable-mode journal failed ({why}); until a restart, durable partitions \
+                 fsync their own segments for every acknowledgement"
+            );
+        }
+    }
+
+    /// Makes the threads sync what is queued and exit, and waits for them.
+    pub fn stop(&self) {
+        self.lock().stopping = true;
+        self.wake.notify_one();
+        self.lock_spare().stopping = true;
+        self.spare_wanted.notify_one();
+        let threads = std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .expect("journal thread handles lock is never held across a panic"),
+        );
+        for thread in threads {
+            if thread.join().is_err() {
+                error!("a journal thread panicked");
+            }
+        }
+    }
+
+    fn run(&self) {
+        let mut retired: Vec<Retired> = Vec::new();
+        let mut rotate_next = false;
+        let mut last_check = std::time::Instant::now();
+        loop {
+            // Files are prepared by another thread, so appends never wait for one.
+            let fresh = if rotate_next && !self.failed.load(Ordering::Acquire) {
+                self.take_spare()
+            } else {
+                None
+            };
+            let (handle, round, old, stopping) = {
+                let mut state = self.lock();
+                while state.unsynced.is_empty() && !state.stopping && fresh.is_none() {
+                    let idle = Duration::from_millis(IDLE_CHECK_MS);
+                    let (next, timeout) = self
+                        .wake
+                        .wait_timeout(state, idle)
+                        .expect("journal lock is never held across a panic");
+                    state = next;
+                    if timeout.timed_out() {
+                        break;
+                    }
+                }
+                let handle = state.file.handle();
+                let round = std::mem::take(&mut state.unsynced);
+                let old = fresh.map(|file| {
+                    let old = std::mem::replace(&mut state.file, file);
+                    (old, std::mem::take(&mut state.covered))
+                });
+                // A plain appending file (the first one) is swapped for a zero-filled one
+                // as soon as it is used; a zero-filled one when it is mostly written.
+                rotate_next = state.file.size_bytes() >= JOURNAL_ROTATE_BYTES
+                    || (state.file.zeroed_bytes() == 0 && state.file.size_bytes() > 0);
+                (handle, round, old, state.stopping)
+            };
+            self.sync_round(&handle, round);
+            if let Some((file, covered)) = old {
+                retired.push(self.retire(file, covered));
+            }
+            if last_check.elapsed() >= Duration::from_millis(RETIRED_CHECK_MS) || stopping {
+                last_check = std::time::Instant::now();
+                retired.retain(|file| !delete_if_covered(file));
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// The prepared zero-filled file, if ready; otherwise asks for one.
+    fn take_spare(&self) -> Option<JournalFile> {
+        let mut spare = self.lock_spare();
+        let file = spare.file.take();
+        if file.is_none() && !spare.wanted {
+            spare.wanted = true;
+            self.spare_wanted.notify_one();
+        }
+        file
+    }
+
+    fn lock_spare(&self) -> MutexGuard<'_, Spare> {
+        self.spare
+            .lock()
+            .expect("journal spare lock is never held across a panic")
+    }
+
+    /// The preparing thread: creates the next zero-filled file whenever one is wanted,
+    /// away from the thread whose fsyncs acknowledge appends.
+    fn prepare_spares(&self) {
+        loop {
+            let sequence = {
+                let mut spare = self.lock_spare();
+                while !(spare.stopping || spare.wanted && spare.file.is_none()) {
+                    spare = self
+                        .spare_wanted
+                        .wait(spare)
+                        .expect("journal spare lock is never held across a panic");
+                }
+                if spare.stopping {
+                    return;
+                }
+                spare.next_sequence
+            };
+            match JournalFile::create_zeroed(&self.dir, sequence, JOURNAL_FILE_BYTES) {
+                Ok(file) => {
+                    let mut spare = self.lock_spare();
+                    spare.file = Some(file);
+                    spare.next_sequence += 1;
+                    spare.wanted = false;
+                }
+                Err(err) => {
+                    // The journal keeps appending to its current file; try again later.
+                    warn!(dir = %self.dir.display(), "preparing the next journal file failed: {err}");
+                    let _ = std::fs::remove_file(self.dir.join(format!("{sequence:020}.journal")));
+                    std::thread::sleep(Duration::from_millis(IDLE_CHECK_MS));
+                }
+            }
+        }
+    }
+
+    /// One group commit: fsync the file, then release every append the round covered.
+    fn sync_round(&self, file: &std::fs::File, round: Vec<(Arc<Partition>, i64)>) {
+        if round.is_empty() {
+            return;
+        }
+        match fsync::sync_data(file) {
+            Ok(()) => {
+                for (partition, end) in round {
+                    partition.journal_synced(end);
+                }
+            }
+            Err(err) => {
+                // The entries may not be on disk; their segments still hold the data, so
+                // fsyncing those instead makes it durable (or takes them offline).
+                self.fail(&format!("fdatasync failed: {err}"));
+                for (partition, _) in round {
+                    partition.request_flush();
+                }
+            }
+        }
+    }
+
+    /// Asks the flusher to fsync every partition a finished file covers.
+    fn retire(&self, file: JournalFile, covered: Covered) -> Retired {
+        for (partition, _) in covered.values() {
+            if let Some(partition) = partition.upgrade() {
+                partition.request_flush();
+            }
+        }
+        info!(
+            file = %file.path().display(),
+            partitions = covered.len(),
+            "retiring a journal file: fsyncing its partitions' segments, then deleting it"
+        );
+        Retired {
+            path: file.path().to_path_buf(),
+            covered,
+        }
+    }
+}
+
+/// Deletes a retired file once every partition it covers has fsynced its segments past
+/// what the file held (a dropped partition, from a deleted topic, needs nothing).
+fn delete_if_covered(file: &Retired) -> bool {
+    let done = file.covered.values().all(|(partition, end)| {
+        partition
+            .upgrade()
+            .is_none_or(|p| p.recovery_point() >= *end)
+    });
+    if !done {
+        return false;
+    }
+    match std::fs::remove_file(&file.path) {
+        Ok(()) => true,
+        Err(err) => {
+            warn!(file = %file.path.display(), "deleting a journal file failed: {err}");
+            false
+        }
+    }
+}
+
+/// Appends to the partitions what the journal files left from before hold and their
+/// segments lost, fsyncs those partitions and deletes the files. Runs at startup, after
+/// the logs were opened and before anything is served.
+pub fn replay(leftover: Leftover, topics: &TopicRegistry) -> Result<(), StorageError> {
+    if leftover.files.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut touched: HashMap<usize, Arc<Partition>> = HashMap::new();
+    let mut entries = 0u64;
+    let mut appended_records = 0u64;
+    for path in &leftover.files {
+        let mut reader =
+            EntryReader::open(path).map_err(|e| StorageError::io("open journal", path, e))?;
+        while let Some(entry) = reader
+            .next_entry()
+            .map_err(|e| StorageError::io("read journal", path, e))?
+        {
+            entries += 1;
+            let partition = topics.get_by_id(entry.topic_id).and_then(|t| {
+                t.partitions
+                    .get(usize::try_from(entry.partition).ok()?)
+                    .cloned()
+            });
+            // A topic deleted since has nothing to restore.
+            let Some(partition) = partition else { continue };
+            match partition.replay_journaled(&entry.batches, now) {
+                Ok(0) => {}
+                Ok(records) => {
+                    appended_records += records;
+                    touched.insert(Arc::as_ptr(&partition) as usize, partition);
+                }
+                Err(err) => error!(
+                    topic = partition.topic(), partition = partition.index(), file = %path.display(),
+                    "a journal entry could not be replayed: {err}"
+                ),
+            }
+        }
+        if reader.torn_bytes() > 0 {
+            info!(file = %path.display(), bytes = reader.torn_bytes(), "the journal ends with an incomplete entry (never acknowledged)");
+        }
+    }
+    for partition in touched.values() {
+        partition.close()?;
+    }
+    topics.write_checkpoints()?;
+    info!(
+        files = leftover.files.len(),
+        entries,
+        records = appended_records,
+        partitions = touched.len(),
+        "replayed the journal"
+    );
+    for path in &leftover.files {
+        std::fs::remove_file(path).map_err(|e| StorageError::io("delete journal file", path, e))?;
+    }
+    Ok(())
+}
