@@ -10,6 +10,9 @@ Strategies:
            (what Ferry's flusher does)
   threads  kick, then fdatasync the files from 8 threads at once
   syncfs   kick, then one syncfs() for the whole filesystem
+  journal  what Ferry does since the shared journal: each append also written to one
+           zero-filled journal file, then one fdatasync of that file (segments untouched)
+  journal-append  the same with an appending (not zero-filled) journal file
 
 usage: scripts/flush-rounds.py DIR [FILES] [ROUNDS]
 """
@@ -50,8 +53,20 @@ def run(directory, strategy, files, rounds, pool):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, RESERVED_BYTES)
         fds.append(fd)
+    journal = None
+    if strategy.startswith("journal"):
+        path = os.path.join(directory, "journal")
+        if os.path.exists(path):
+            os.unlink(path)
+        journal = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if strategy == "journal":
+            zeros = bytes(4096)
+            for offset in range(0, files * APPEND_BYTES * rounds + 4096, 4096):
+                os.pwrite(journal, zeros, offset)
+            os.fsync(journal)
     data = os.urandom(APPEND_BYTES)
     position = 0
+    journal_position = 0
     took_us = []
     flushes_before = device_flushes(directory)
     for _ in range(rounds):
@@ -59,7 +74,12 @@ def run(directory, strategy, files, rounds, pool):
             os.pwrite(fd, data, position)
         position += APPEND_BYTES
         start = time.perf_counter()
-        if strategy != "serial":
+        if journal is not None:
+            for _ in fds:
+                os.pwrite(journal, data, journal_position)
+                journal_position += APPEND_BYTES
+            os.fdatasync(journal)
+        elif strategy != "serial":
             for fd in fds:
                 libc.sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
         if strategy in ("serial", "kick"):
@@ -71,7 +91,7 @@ def run(directory, strategy, files, rounds, pool):
             libc.syncfs(fds[0])
         took_us.append((time.perf_counter() - start) * 1e6)
     flushes_after = device_flushes(directory)
-    for fd in fds:
+    for fd in fds + ([journal] if journal is not None else []):
         os.close(fd)
     took_us.sort()
     per_round = (
@@ -92,7 +112,7 @@ def main():
     work = os.path.join(directory, "flush-rounds")
     os.makedirs(work, exist_ok=True)
     with ThreadPoolExecutor(8) as pool:
-        for strategy in ("serial", "kick", "threads", "syncfs"):
+        for strategy in ("serial", "kick", "threads", "syncfs", "journal-append", "journal"):
             run(work, strategy, files, rounds, pool)
     for name in os.listdir(work):
         os.unlink(os.path.join(work, name))
