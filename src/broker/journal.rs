@@ -14,6 +14,11 @@
 //! If the journal cannot be written or fsynced, it stops taking appends for good (until a
 //! restart) and durable partitions fall back to fsyncing their own segments: slower, never
 //! less safe. Nothing here holds the journal's lock while calling into a partition.
+//!
+//! The journal's lock is the one lock durable partitions share on the produce path: it is
+//! held for one `pwritev` per append (a copy into the page cache), which is what puts every
+//! partition's appends into one file in a known order; default-flush partitions never take
+//! it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

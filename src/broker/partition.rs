@@ -363,7 +363,7 @@ impl Partition {
         }
         let durable = {
             let mut state = self.lock();
-            state.log.mark_flushed(plan.end_offset);
+            state.log.mark_flushed(&plan);
             state.unflushed_messages = (state.unflushed_messages - pending).max(0);
             state.last_flush_ms = now_ms;
             state.durable
@@ -557,7 +557,7 @@ impl Partition {
         let plan = state.log.flush_plan();
         plan.sync_data()
             .map_err(|e| StorageError::io("fsync segment", state.log.dir().to_path_buf(), e))?;
-        state.log.mark_flushed(plan.end_offset);
+        state.log.mark_flushed(&plan);
         Ok(())
     }
 

@@ -117,6 +117,9 @@ pub struct OpenReport {
 pub struct FlushPlan {
     pub files: Vec<Arc<File>>,
     pub end_offset: i64,
+    /// The log's directory, when segments were created since its last fsync (a new file's
+    /// name is only durable once its directory is), with the log's count of such changes.
+    pub dir: Option<(PathBuf, u64)>,
 }
 
 impl FlushPlan {
@@ -141,11 +144,16 @@ impl FlushPlan {
         Ok(())
     }
 
-    /// Makes the files' data durable, in order; the first failure stops.
+    /// Makes the files' data durable, in order, then the directory's entries if new
+    /// segments appeared; the first failure stops.
     pub fn sync_data(&self) -> std::io::Result<()> {
         self.files
             .iter()
-            .try_for_each(|file| crate::storage::fsync::sync_data(file))
+            .try_for_each(|file| crate::storage::fsync::sync_data(file))?;
+        match &self.dir {
+            Some((dir, _)) => crate::storage::fsync::sync_all(&File::open(dir)?),
+            None => Ok(()),
+        }
     }
 }
 
@@ -163,6 +171,10 @@ pub struct Log {
     /// When on (durable partitions), a copy of every byte written since the last
     /// `take_written`, for the broker's journal.
     tap: Option<Vec<u8>>,
+    /// Segments created so far, and how many of those creations an fsync of the
+    /// directory has made durable.
+    dir_changes: u64,
+    dir_changes_synced: u64,
     offline: bool,
     /// Idempotence and transaction state of the producers writing to this log.
     producers: ProducerState,
@@ -195,6 +207,8 @@ impl Log {
             recovery_point: start_offset,
             scratch: Vec::new(),
             tap: None,
+            dir_changes: 0,
+            dir_changes_synced: 0,
             offline: false,
             producers: ProducerState::default(),
         })
@@ -272,6 +286,8 @@ impl Log {
             segments,
             scratch: Vec::new(),
             tap: None,
+            dir_changes: 0,
+            dir_changes_synced: 0,
             offline: false,
             producers: ProducerState::default(),
         };
@@ -651,6 +667,7 @@ impl Log {
         let segment = Segment::create(&dir, base_offset, now_ms)
             .map_err(|e| StorageError::io("create segment", &dir, e))?;
         self.segments.insert(base_offset, segment);
+        self.dir_changes += 1;
         if sealed.is_some() {
             // Kafka snapshots producer state at every roll, so that recovery replays little.
             self.write_txn_indexes(sealed)?;
@@ -757,16 +774,23 @@ impl Log {
             })
             .map(|s| Arc::clone(s.file()))
             .collect();
+        let dir = (self.dir_changes != self.dir_changes_synced)
+            .then(|| (self.dir.clone(), self.dir_changes));
         FlushPlan {
             files,
             end_offset: self.log_end_offset,
+            dir,
         }
     }
 
-    /// Records that everything below `offset` is on stable storage.
-    pub fn mark_flushed(&mut self, offset: i64) {
-        if offset > self.recovery_point {
-            self.recovery_point = offset.min(self.log_end_offset);
+    /// Records that `plan` was carried out: everything below its end offset, and the
+    /// segment files it saw created, are on stable storage.
+    pub fn mark_flushed(&mut self, plan: &FlushPlan) {
+        if plan.end_offset > self.recovery_point {
+            self.recovery_point = plan.end_offset.min(self.log_end_offset);
+        }
+        if let Some((_, changes)) = plan.dir {
+            self.dir_changes_synced = self.dir_changes_synced.max(changes);
         }
     }
 
@@ -1045,6 +1069,34 @@ mod tests {
         let bases: Vec<i64> = read_all(&log, 0).iter().map(|h| h.base_offset).collect();
         assert_eq!(bases, vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(log.append_journaled(&journal[5], 0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_flush_after_a_roll_also_syncs_the_directory_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        let append = |log: &mut Log| {
+            log.append_as_leader_client(&build_batch(0, 0, &[&[7u8; 300]]), 0, 0)
+                .unwrap();
+        };
+        append(&mut log);
+        assert!(log.flush_plan().dir.is_none(), "no segment created yet");
+        while log.segment_count() < 2 {
+            append(&mut log);
+        }
+        let plan = log.flush_plan();
+        assert_eq!(plan.dir.as_ref().map(|d| d.0.as_path()), Some(dir.path()));
+        plan.sync_data().unwrap();
+        // A roll between taking the plan and finishing it stays unsynced.
+        while log.segment_count() < 3 {
+            append(&mut log);
+        }
+        log.mark_flushed(&plan);
+        assert!(log.flush_plan().dir.is_some());
+        let plan = log.flush_plan();
+        log.mark_flushed(&plan);
+        assert!(log.flush_plan().dir.is_none());
+        assert_eq!(log.recovery_point(), log.log_end_offset());
     }
 
     #[test]
