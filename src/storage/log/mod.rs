@@ -150,8 +150,11 @@ impl FlushPlan {
         self.files
             .iter()
             .try_for_each(|file| crate::storage::fsync::sync_data(file))?;
-        match &self.dir {
-            Some((dir, _)) => crate::storage::fsync::sync_all(&File::open(dir)?),
+        match self.dir.as_ref().map(|(dir, _)| File::open(dir)) {
+            Some(Ok(dir)) => crate::storage::fsync::sync_all(&dir),
+            // Renamed or removed by a topic deletion meanwhile (as Kafka, nothing to keep).
+            Some(Err(err)) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Some(Err(err)) => Err(err),
             None => Ok(()),
         }
     }
