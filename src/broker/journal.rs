@@ -5,8 +5,8 @@
 //! appends durable with one `fdatasync` of that one file and moves each partition's high
 //! watermark, so acknowledgements cost one device flush per round, not one per partition.
 //!
-//! The segments are fsynced later, off the acknowledgement path: when the file passes
-//! `JOURNAL_ROTATE_BYTES` the thread starts a new one and asks the flusher to fsync every
+//! The segments are fsynced later, off the acknowledgement path: when three quarters of
+//! `ferry.journal.file.bytes` are written the thread starts a new file and asks the flusher to fsync every
 //! partition the old file covers; the old file is deleted once each of them has a recovery
 //! point at or past what the file held for it (a deleted topic needs nothing). After a
 //! crash, `replay` appends what the segments lost from the files that are left.
@@ -36,16 +36,16 @@ use super::topics::TopicRegistry;
 use crate::storage::journal::{self, EntryReader, JournalFile};
 use crate::storage::{fsync, StorageError};
 
-/// Zero-filled size of each journal file after the first.
-pub const JOURNAL_FILE_BYTES: u64 = 16 << 20;
-/// A journal file is retired (and its partitions' segments fsynced) once this much of it
-/// is written; the rest of its zero-filled bytes leave room for the appends that arrive
-/// before the next file is in place (later ones extend the file).
-pub const JOURNAL_ROTATE_BYTES: u64 = JOURNAL_FILE_BYTES * 3 / 4;
+/// A journal file is retired (and its partitions' segments fsynced) once this share of
+/// its preallocated bytes (`ferry.journal.file.bytes`) is written; the rest leaves room for
+/// the appends that arrive before the next file is in place (later ones extend the file).
+const ROTATE_AT_QUARTERS: u64 = 3;
 /// How often the thread looks at retired files when no appends wake it.
 const IDLE_CHECK_MS: u64 = 1_000;
 /// Least time between two looks at retired files while rounds run back to back.
 const RETIRED_CHECK_MS: u64 = 100;
+/// Retired files kept for reuse instead of being deleted.
+const MAX_RECYCLABLE_FILES: usize = 2;
 
 /// Partitions with entries in one file: the highest log end journaled there for each.
 type Covered = HashMap<usize, (Weak<Partition>, i64)>;
@@ -69,6 +69,8 @@ struct Retired {
 /// The journal: its current file and the thread that fsyncs it.
 pub struct Journal {
     dir: PathBuf,
+    /// `ferry.journal.file.bytes`: preallocated size of each file after the first.
+    file_bytes: u64,
     state: Mutex<State>,
     wake: Condvar,
     failed: AtomicBool,
@@ -82,18 +84,24 @@ struct Spare {
     file: Option<JournalFile>,
     wanted: bool,
     next_sequence: u64,
+    /// Retired files no longer needed, to take into use again (at most
+    /// `MAX_RECYCLABLE_FILES`; more are deleted).
+    recyclable: Vec<PathBuf>,
     stopping: bool,
 }
 
 /// What `Journal::start` found from before: files to replay, oldest first.
 pub struct Leftover {
-    files: Vec<PathBuf>,
+    files: Vec<(u64, PathBuf)>,
 }
 
 impl Journal {
     /// Opens the journal folder in `data_dir`, starts a new file after any left from
     /// before (returned for `replay`) and starts the threads (syncing, preparing files).
-    pub fn start(data_dir: &Path) -> Result<(Arc<Journal>, Leftover), StorageError> {
+    pub fn start(
+        data_dir: &Path,
+        file_bytes: u64,
+    ) -> Result<(Arc<Journal>, Leftover), StorageError> {
         let dir = data_dir.join(journal::JOURNAL_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create journal", &dir, e))?;
         let old = journal::list(&dir).map_err(|e| StorageError::io("list journal", &dir, e))?;
@@ -102,6 +110,7 @@ impl Journal {
             .map_err(|e| StorageError::io("create journal file", &dir, e))?;
         let journal = Arc::new(Journal {
             dir,
+            file_bytes,
             state: Mutex::new(State {
                 file,
                 unsynced: Vec::new(),
@@ -114,6 +123,7 @@ impl Journal {
                 file: None,
                 wanted: false,
                 next_sequence: next + 1,
+                recyclable: Vec::new(),
                 stopping: false,
             }),
             spare_wanted: Condvar::new(),
@@ -134,8 +144,7 @@ impl Journal {
             .lock()
             .expect("journal thread handles lock is never held across a panic") =
             vec![syncing, preparing];
-        let files = old.into_iter().map(|(_, path)| path).collect();
-        Ok((journal, Leftover { files }))
+        Ok((journal, Leftover { files: old }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -234,10 +243,10 @@ impl Journal {
                     let old = std::mem::replace(&mut state.file, file);
                     (old, std::mem::take(&mut state.covered))
                 });
-                // A plain appending file (the first one) is swapped for a zero-filled one
-                // as soon as it is used; a zero-filled one when it is mostly written.
-                rotate_next = state.file.size_bytes() >= JOURNAL_ROTATE_BYTES
-                    || (state.file.zeroed_bytes() == 0 && state.file.size_bytes() > 0);
+                // A plain appending file (the first one) is swapped for a preallocated one
+                // as soon as it is used; a preallocated one when it is mostly written.
+                rotate_next = state.file.size_bytes() >= self.file_bytes / 4 * ROTATE_AT_QUARTERS
+                    || (state.file.preallocated_bytes() == 0 && state.file.size_bytes() > 0);
                 (handle, round, old, state.stopping)
             };
             self.sync_round(&handle, round);
@@ -246,7 +255,7 @@ impl Journal {
             }
             if last_check.elapsed() >= Duration::from_millis(RETIRED_CHECK_MS) || stopping {
                 last_check = std::time::Instant::now();
-                retired.retain(|file| !delete_if_covered(file));
+                retired.retain(|file| !self.release_if_covered(file));
             }
             if stopping {
                 return;
@@ -286,19 +295,31 @@ impl Journal {
                 if spare.stopping {
                     return;
                 }
-                spare.next_sequence
+                (spare.next_sequence, spare.recyclable.pop())
             };
-            match JournalFile::create_zeroed(&self.dir, sequence, JOURNAL_FILE_BYTES) {
+            let (sequence, recyclable) = sequence;
+            let prepared = match &recyclable {
+                Some(old) => JournalFile::recycle(&self.dir, old, sequence),
+                None => JournalFile::create_zeroed(&self.dir, sequence, self.file_bytes),
+            };
+            match prepared {
                 Ok(file) => {
+                    if recyclable.is_some() {
+                        info!(file = %file.path().display(), "reusing a retired journal file");
+                    }
                     let mut spare = self.lock_spare();
                     spare.file = Some(file);
                     spare.next_sequence += 1;
                     spare.wanted = false;
                 }
                 Err(err) => {
-                    // The journal keeps appending to its current file; try again later.
+                    // The journal keeps appending to its current file; try again later
+                    // (with a new zero-filled file: the recycled one, if any, is dropped).
                     warn!(dir = %self.dir.display(), "preparing the next journal file failed: {err}");
                     let _ = std::fs::remove_file(self.dir.join(format!("{sequence:020}.journal")));
+                    if let Some(old) = recyclable {
+                        let _ = std::fs::remove_file(old);
+                    }
                     std::thread::sleep(Duration::from_millis(IDLE_CHECK_MS));
                 }
             }
@@ -327,6 +348,34 @@ impl Journal {
         }
     }
 
+    /// Once every partition a retired file covers has fsynced its segments past what the
+    /// file held (a dropped partition, from a deleted topic, needs nothing), keeps the file
+    /// for reuse or deletes it. True when the file is released.
+    fn release_if_covered(&self, file: &Retired) -> bool {
+        let done = file.covered.values().all(|(partition, end)| {
+            partition
+                .upgrade()
+                .is_none_or(|p| p.recovery_point() >= *end)
+        });
+        if !done {
+            return false;
+        }
+        {
+            let mut spare = self.lock_spare();
+            if spare.recyclable.len() < MAX_RECYCLABLE_FILES {
+                spare.recyclable.push(file.path.clone());
+                return true;
+            }
+        }
+        match std::fs::remove_file(&file.path) {
+            Ok(()) => true,
+            Err(err) => {
+                warn!(file = %file.path.display(), "deleting a journal file failed: {err}");
+                false
+            }
+        }
+    }
+
     /// Asks the flusher to fsync every partition a finished file covers.
     fn retire(&self, file: JournalFile, covered: Covered) -> Retired {
         for (partition, _) in covered.values() {
@@ -346,26 +395,6 @@ impl Journal {
     }
 }
 
-/// Deletes a retired file once every partition it covers has fsynced its segments past
-/// what the file held (a dropped partition, from a deleted topic, needs nothing).
-fn delete_if_covered(file: &Retired) -> bool {
-    let done = file.covered.values().all(|(partition, end)| {
-        partition
-            .upgrade()
-            .is_none_or(|p| p.recovery_point() >= *end)
-    });
-    if !done {
-        return false;
-    }
-    match std::fs::remove_file(&file.path) {
-        Ok(()) => true,
-        Err(err) => {
-            warn!(file = %file.path.display(), "deleting a journal file failed: {err}");
-            false
-        }
-    }
-}
-
 /// Appends to the partitions what the journal files left from before hold and their
 /// segments lost, fsyncs those partitions and deletes the files. Runs at startup, after
 /// the logs were opened and before anything is served.
@@ -377,9 +406,9 @@ pub fn replay(leftover: Leftover, topics: &TopicRegistry) -> Result<(), StorageE
     let mut touched: HashMap<usize, Arc<Partition>> = HashMap::new();
     let mut entries = 0u64;
     let mut appended_records = 0u64;
-    for path in &leftover.files {
-        let mut reader =
-            EntryReader::open(path).map_err(|e| StorageError::io("open journal", path, e))?;
+    for (sequence, path) in &leftover.files {
+        let mut reader = EntryReader::open(path, *sequence)
+            .map_err(|e| StorageError::io("open journal", path, e))?;
         while let Some(entry) = reader
             .next_entry()
             .map_err(|e| StorageError::io("read journal", path, e))?
@@ -419,7 +448,7 @@ pub fn replay(leftover: Leftover, topics: &TopicRegistry) -> Result<(), StorageE
         partitions = touched.len(),
         "replayed the journal"
     );
-    for path in &leftover.files {
+    for (_, path) in &leftover.files {
         std::fs::remove_file(path).map_err(|e| StorageError::io("delete journal file", path, e))?;
     }
     Ok(())

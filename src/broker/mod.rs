@@ -71,7 +71,7 @@ impl Broker {
         }
         let cluster_id = data_dir.identity().cluster_id.clone();
         let (flusher, flusher_thread) = Flusher::start();
-        let (journal, leftover) = Journal::start(data_dir.root())?;
+        let (journal, leftover) = Journal::start(data_dir.root(), config.journal_file_bytes)?;
         let persistence = Persistence {
             flusher: Arc::clone(&flusher),
             journal: Arc::clone(&journal),

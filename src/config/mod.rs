@@ -30,6 +30,8 @@ impl std::error::Error for ConfigError {}
 
 /// Most `ferry.worker.threads` accepted.
 pub const MAX_WORKER_THREADS: usize = 1024;
+/// Accepted range of `ferry.journal.file.bytes`.
+pub const JOURNAL_FILE_BYTES_RANGE: std::ops::RangeInclusive<u64> = (64 << 10)..=(1 << 30);
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -78,6 +80,9 @@ pub struct BrokerConfig {
     /// one per CPU core. On a small machine shared with the clients, fewer threads than
     /// cores cost less CPU per small request (docs/performance.md).
     pub worker_threads: usize,
+    /// `ferry.journal.file.bytes`: size of each durable-mode journal file; a file is
+    /// retired (its partitions' segments fsynced) when three quarters are written.
+    pub journal_file_bytes: u64,
     /// `fetch.max.bytes`: cap on one Fetch response's record bytes.
     pub fetch_max_bytes: usize,
     /// `log.flush.offset.checkpoint.interval.ms`: how often recovery points are saved.
@@ -116,6 +121,7 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             max_inflight_requests_per_connection: 32,
             worker_threads: 0,
+            journal_file_bytes: 16 << 20,
             fetch_max_bytes: 57_671_680,
             flush_checkpoint_interval_ms: 60_000,
             retention_check_interval_ms: 300_000,
@@ -252,6 +258,7 @@ impl BrokerConfig {
                 self.max_inflight_requests_per_connection = parse_num(key, value)?
             }
             "ferry.worker.threads" => self.worker_threads = parse_num(key, value)?,
+            "ferry.journal.file.bytes" => self.journal_file_bytes = parse_num(key, value)?,
             "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, value)?,
             "log.flush.offset.checkpoint.interval.ms" => {
                 self.flush_checkpoint_interval_ms = parse_num(key, value)?
@@ -313,6 +320,16 @@ impl BrokerConfig {
             return Err(invalid(
                 "ferry.worker.threads",
                 format!("must be at most {MAX_WORKER_THREADS} (0 = one per CPU core)"),
+            ));
+        }
+        if !JOURNAL_FILE_BYTES_RANGE.contains(&self.journal_file_bytes) {
+            return Err(invalid(
+                "ferry.journal.file.bytes",
+                format!(
+                    "must be between {} and {}",
+                    JOURNAL_FILE_BYTES_RANGE.start(),
+                    JOURNAL_FILE_BYTES_RANGE.end()
+                ),
             ));
         }
         if self.txn.state_topic_partitions < 1 {
@@ -528,6 +545,8 @@ mod tests {
             ("log.segment.bytes", "10"),
             ("ferry.worker.threads", "-1"),
             ("ferry.worker.threads", "100000"),
+            ("ferry.journal.file.bytes", "1000"),
+            ("ferry.journal.file.bytes", "4294967296"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(key, value)])).unwrap_err();
             assert_eq!(err.key, key);

@@ -17,19 +17,67 @@ use crate::support::Broker;
 const PRODUCERS: usize = 4;
 const PARTITIONS: i32 = 4;
 
+/// How much to produce before the crash.
+#[derive(Clone, Copy)]
+struct Load {
+    /// Bytes added to each record's value.
+    value_padding_bytes: usize,
+    /// Acknowledged records before the kill.
+    records_before_kill: usize,
+}
+
+const SMALL: Load = Load {
+    value_padding_bytes: 0,
+    records_before_kill: 20_000,
+};
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_kill_9() {
-    kill_9_while_producing(&[], |_| {}).await;
+    kill_9_while_producing(&[], SMALL, |_| {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_kill_9_in_durable_mode() {
-    kill_9_while_producing(&["--durable"], |_| {}).await;
+    kill_9_while_producing(&["--durable"], SMALL, |_| {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_mode_journal_restores_acknowledged_records_lost_from_segments() {
-    let log = kill_9_while_producing(&["--durable"], lose_what_the_journal_covers).await;
+    let (_, log) =
+        kill_9_while_producing(&["--durable"], SMALL, lose_what_the_journal_covers).await;
+    assert_replayed_records(&log);
+}
+
+/// Enough data for several journal files (1 MiB each here): files are retired once their
+/// partitions' segments are fsynced and taken into use again, and a crash after that
+/// still restores everything from what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_mode_journal_rotates_recycles_and_still_restores() {
+    let load = Load {
+        value_padding_bytes: 300,
+        records_before_kill: 20_000,
+    };
+    let args = [
+        "--durable",
+        "--override",
+        "ferry.journal.file.bytes=1048576",
+    ];
+    let (before, after) = kill_9_while_producing(&args, load, lose_what_the_journal_covers).await;
+    let retired = before
+        .iter()
+        .filter(|l| l.contains("retiring a journal file"))
+        .count();
+    assert!(retired >= 3, "{retired} journal files retired");
+    assert!(
+        before
+            .iter()
+            .any(|l| l.contains("reusing a retired journal file")),
+        "retired files are taken into use again"
+    );
+    assert_replayed_records(&after);
+}
+
+fn assert_replayed_records(log: &[String]) {
     let replayed = log
         .iter()
         .find(|l| l.contains("replayed the journal"))
@@ -58,19 +106,21 @@ fn lose_what_the_journal_covers(data_dir: &Path) {
 }
 
 /// Reads the journal files (format in `src/storage/journal.rs`): the first batch base
-/// offset of each partition.
+/// offset of each partition. A file's entries end at a zero length or at an entry of
+/// another sequence (what a recycled file held before).
 fn earliest_journaled_offsets(dir: &Path) -> BTreeMap<i32, i64> {
     let mut earliest = BTreeMap::new();
     for path in sorted_files(dir, "journal") {
+        let sequence: u64 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let mut position = 0;
-        while position + 36 <= bytes.len() {
+        while position + 44 <= bytes.len() {
             let length = be_u32(&bytes[position..]) as usize;
-            if length == 0 {
+            if length == 0 || be_u64(&bytes[position + 8..]) != sequence {
                 break;
             }
-            let partition = be_u32(&bytes[position + 24..]) as i32;
-            let base = be_u64(&bytes[position + 28..]) as i64;
+            let partition = be_u32(&bytes[position + 32..]) as i32;
+            let base = be_u64(&bytes[position + 36..]) as i64;
             earliest.entry(partition).or_insert(base);
             position += 8 + length;
         }
@@ -120,11 +170,13 @@ fn be_u64(bytes: &[u8]) -> u64 {
 }
 
 /// Produces from several producers, kills the broker, lets `after_crash` change the data
-/// directory, restarts and checks every acknowledged record. Returns the restart's log.
+/// directory, restarts and checks every acknowledged record. Returns the first broker's
+/// log and the restarted one's.
 async fn kill_9_while_producing(
     extra_args: &[&str],
+    load: Load,
     after_crash: impl FnOnce(&Path),
-) -> Vec<String> {
+) -> (Vec<String>, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["--override", "log.segment.bytes=262144"];
     args.extend_from_slice(extra_args);
@@ -146,7 +198,8 @@ async fn kill_9_while_producing(
         tasks.push(tokio::spawn(async move {
             let stream = format!("p{producer_index}");
             for seq in 0u64.. {
-                let value = format!("{stream}:{seq:08}:payload");
+                let padding = "x".repeat(load.value_padding_bytes);
+                let value = format!("{stream}:{seq:08}:payload{padding}");
                 let key = format!("{stream}-{}", seq % 13);
                 let record = FutureRecord::to(topic)
                     .key(&key)
@@ -176,16 +229,17 @@ async fn kill_9_while_producing(
     // Let the producers get going (and roll some segments), then crash the broker.
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if acked.lock().unwrap().len() > 20_000 {
+        if acked.lock().unwrap().len() > load.records_before_kill {
             break;
         }
     }
+    let before = broker.drain_log();
     broker.kill9();
     for task in tasks {
         let _ = task.await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 20_000);
+    assert!(acked.len() > load.records_before_kill);
     after_crash(dir.path());
     let broker = Broker::start(dir.path(), &[]);
     let log = broker.drain_log();
@@ -208,5 +262,5 @@ async fn kill_9_while_producing(
         );
     }
     assert_dense_and_ordered(&read);
-    log
+    (before, log)
 }
