@@ -360,7 +360,10 @@ impl Journal {
         if !done {
             return false;
         }
-        {
+        // Only a file with a whole preallocated size is worth reusing (the first, appending
+        // file is usually small).
+        let whole = std::fs::metadata(&file.path).is_ok_and(|m| m.len() >= self.file_bytes);
+        if whole {
             let mut spare = self.lock_spare();
             if spare.recyclable.len() < MAX_RECYCLABLE_FILES {
                 spare.recyclable.push(file.path.clone());
