@@ -146,6 +146,23 @@ fn read_output(
     out
 }
 
+/// Sum of the output partitions' high watermarks: every record written, committed, open or
+/// aborted, and the transaction markers.
+fn output_end_offsets(broker: &Broker) -> i64 {
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            consumer
+                .fetch_watermarks("output", p, Duration::from_secs(5))
+                .map_or(0, |(_, high)| high)
+        })
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_input_record_reaches_the_output_exactly_once_across_crashes() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,10 +187,17 @@ async fn every_input_record_reaches_the_output_exactly_once_across_crashes() {
     producer.flush(Duration::from_secs(30)).unwrap();
     drop(producer);
 
-    // Crash the pipeline four times mid-stream, and the broker once.
+    // Crash the pipeline four times mid-stream, and the broker once. Each kill waits until
+    // that pipeline has written output (on a loaded machine its group may take seconds to
+    // form), then lands a little later, while transactions are being written.
     for round in 0..4 {
+        let output_before = output_end_offsets(&broker);
         let mut pipeline = start_pipeline(&broker.bootstrap);
-        std::thread::sleep(Duration::from_millis(2_500 + 700 * round));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while output_end_offsets(&broker) == output_before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(300 + 200 * round));
         pipeline.kill().unwrap();
         let _ = pipeline.wait();
         if round == 1 {
