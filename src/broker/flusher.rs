@@ -1,6 +1,8 @@
-//! The flusher thread: fsyncs partitions on request, which gives group commit for free.
-//! While one round of fsyncs runs, new appends queue their partitions for the next round,
-//! so many producers share each fsync. Runs on its own OS thread because fsync blocks.
+//! The flusher thread: fsyncs partitions' segments on request (segment rolls,
+//! `flush.messages`/`flush.ms`, journal files being retired, and durable partitions when
+//! the journal has failed). While one round runs, new requests queue for the next, so
+//! requests share fsyncs. Durable acknowledgements normally come from the journal
+//! (`broker::journal`), not from here. Runs on its own OS thread because fsync blocks.
 //!
 //! A round first starts writeback of every queued partition (no waiting), then fsyncs them
 //! one by one: the data of all partitions is in flight together and the filesystem can

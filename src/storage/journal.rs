@@ -51,6 +51,8 @@ const ENTRY_HEADER_BYTES: usize = 4 + 4 + ENTRY_FIXED_BYTES;
 /// request limits already keep far smaller; replay refuses anything larger as corrupt
 /// rather than allocating it.
 pub const MAX_ENTRY_BATCH_BYTES: usize = 1 << 30;
+/// Bytes per read when a recycled file is read back into the page cache.
+const RECYCLE_READ_CHUNK_BYTES: usize = 1 << 20;
 /// Written after each entry inside preallocated bytes: reads as a clean end.
 const END_MARK: [u8; ENTRY_HEADER_BYTES] = [0; ENTRY_HEADER_BYTES];
 /// Zeros written per system call when a zero-filled file is created: one page, so the page
@@ -125,7 +127,7 @@ impl JournalFile {
         fsync::sync_all(&File::open(dir)?)?;
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let length = file.metadata()?.len();
-        let mut chunk = vec![0u8; ZERO_CHUNK_BYTES];
+        let mut chunk = vec![0u8; RECYCLE_READ_CHUNK_BYTES];
         let mut reader = &file;
         while reader.read(&mut chunk)? > 0 {}
         Ok(JournalFile {
