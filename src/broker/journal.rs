@@ -47,15 +47,60 @@ const RETIRED_CHECK_MS: u64 = 100;
 /// Retired files kept for reuse instead of being deleted.
 const MAX_RECYCLABLE_FILES: usize = 2;
 
-/// Partitions with entries in one file: the highest log end journaled there for each.
-type Covered = HashMap<usize, (Weak<Partition>, i64)>;
+/// The highest log end journaled per partition, keyed by the partition's address (which
+/// no other partition can take while the `Arc` or `Weak` held here lives). Appends to one
+/// partition are journaled in log order, so one entry per partition covers all of them:
+/// the map never holds more entries than there are durable partitions.
+struct HighestEnds<P> {
+    ends: HashMap<usize, (P, i64)>,
+}
+
+impl<P> HighestEnds<P> {
+    fn new() -> Self {
+        HighestEnds {
+            ends: HashMap::new(),
+        }
+    }
+
+    /// Notes that the partition at `key` was journaled up to `end`.
+    fn note(&mut self, key: usize, end: i64, partition: impl FnOnce() -> P) {
+        let entry = self.ends.entry(key).or_insert_with(|| (partition(), end));
+        entry.1 = entry.1.max(end);
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &(P, i64)> {
+        self.ends.values()
+    }
+
+    fn into_entries(self) -> impl Iterator<Item = (P, i64)> {
+        self.ends.into_values()
+    }
+}
+
+/// Partitions with entries in one file (kept until their segments are durable).
+type Covered = HighestEnds<Weak<Partition>>;
+
+/// Partitions with entries awaiting the next fdatasync.
+type Unsynced = HighestEnds<Arc<Partition>>;
+
+fn partition_key(partition: &Arc<Partition>) -> usize {
+    Arc::as_ptr(partition) as usize
+}
 
 struct State {
     file: JournalFile,
-    /// Appends written since the last round began: the partition and its log end after
-    /// the append. Bounded by the appends that can arrive during one fdatasync, which the
-    /// broker's request-memory budget bounds (each is a request awaiting its answer).
-    unsynced: Vec<(Arc<Partition>, i64)>,
+    /// Partitions appended to since the last round began, one entry each (so at most one
+    /// per durable partition, however many appends, acks=0 ones included, arrive while an
+    /// fdatasync stalls).
+    unsynced: Unsynced,
     covered: Covered,
     stopping: bool,
 }
@@ -113,8 +158,8 @@ impl Journal {
             file_bytes,
             state: Mutex::new(State {
                 file,
-                unsynced: Vec::new(),
-                covered: HashMap::new(),
+                unsynced: HighestEnds::new(),
+                covered: HighestEnds::new(),
                 stopping: false,
             }),
             wake: Condvar::new(),
@@ -173,13 +218,9 @@ impl Journal {
             self.fail(&format!("writing an entry failed: {err}"));
             return false;
         }
-        state.unsynced.push((Arc::clone(partition), end));
-        let key = Arc::as_ptr(partition) as usize;
-        let covered = state
-            .covered
-            .entry(key)
-            .or_insert_with(|| (Arc::downgrade(partition), end));
-        covered.1 = covered.1.max(end);
+        let key = partition_key(partition);
+        state.unsynced.note(key, end, || Arc::clone(partition));
+        state.covered.note(key, end, || Arc::downgrade(partition));
         self.wake.notify_one();
         true
     }
@@ -238,10 +279,13 @@ impl Journal {
                     }
                 }
                 let handle = state.file.handle();
-                let round = std::mem::take(&mut state.unsynced);
+                let round = std::mem::replace(&mut state.unsynced, HighestEnds::new());
                 let old = fresh.map(|file| {
                     let old = std::mem::replace(&mut state.file, file);
-                    (old, std::mem::take(&mut state.covered))
+                    (
+                        old,
+                        std::mem::replace(&mut state.covered, HighestEnds::new()),
+                    )
                 });
                 // A plain appending file (the first one) is swapped for a preallocated one
                 // as soon as it is used; a preallocated one when it is mostly written.
@@ -327,13 +371,13 @@ impl Journal {
     }
 
     /// One group commit: fsync the file, then release every append the round covered.
-    fn sync_round(&self, file: &std::fs::File, round: Vec<(Arc<Partition>, i64)>) {
+    fn sync_round(&self, file: &std::fs::File, round: Unsynced) {
         if round.is_empty() {
             return;
         }
         match fsync::sync_data(file) {
             Ok(()) => {
-                for (partition, end) in round {
+                for (partition, end) in round.into_entries() {
                     partition.journal_synced(end);
                 }
             }
@@ -341,7 +385,7 @@ impl Journal {
                 // The entries may not be on disk; their segments still hold the data, so
                 // fsyncing those instead makes it durable (or takes them offline).
                 self.fail(&format!("fdatasync failed: {err}"));
-                for (partition, _) in round {
+                for (partition, _) in round.into_entries() {
                     partition.request_flush();
                 }
             }
@@ -352,7 +396,7 @@ impl Journal {
     /// file held (a dropped partition, from a deleted topic, needs nothing), keeps the file
     /// for reuse or deletes it. True when the file is released.
     fn release_if_covered(&self, file: &Retired) -> bool {
-        let done = file.covered.values().all(|(partition, end)| {
+        let done = file.covered.entries().all(|(partition, end)| {
             partition
                 .upgrade()
                 .is_none_or(|p| p.recovery_point() >= *end)
@@ -381,7 +425,7 @@ impl Journal {
 
     /// Asks the flusher to fsync every partition a finished file covers.
     fn retire(&self, file: JournalFile, covered: Covered) -> Retired {
-        for (partition, _) in covered.values() {
+        for (partition, _) in covered.entries() {
             if let Some(partition) = partition.upgrade() {
                 partition.request_flush();
             }
@@ -428,7 +472,7 @@ pub fn replay(leftover: Leftover, topics: &TopicRegistry) -> Result<(), StorageE
                 Ok(0) => {}
                 Ok(records) => {
                     appended_records += records;
-                    touched.insert(Arc::as_ptr(&partition) as usize, partition);
+                    touched.insert(partition_key(&partition), partition);
                 }
                 Err(err) => error!(
                     topic = partition.topic(), partition = partition.index(), file = %path.display(),
@@ -455,4 +499,25 @@ pub fn replay(leftover: Leftover, topics: &TopicRegistry) -> Result<(), StorageE
         std::fs::remove_file(path).map_err(|e| StorageError::io("delete journal file", path, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_appends_keep_one_entry_per_partition_with_its_highest_end() {
+        // As during a stalled fdatasync: many appends (acks=0 ones need no answer, so
+        // nothing else limits them) to a few partitions before the next round.
+        let mut pending: HighestEnds<&str> = HighestEnds::new();
+        for end in 1..=10_000 {
+            pending.note(1, end, || "a");
+            pending.note(2, end * 2, || "b");
+        }
+        pending.note(1, 5, || "a");
+        assert_eq!(pending.len(), 2);
+        let mut ends: Vec<_> = pending.into_entries().collect();
+        ends.sort();
+        assert_eq!(ends, vec![("a", 10_000), ("b", 20_000)]);
+    }
 }

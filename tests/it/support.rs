@@ -2,7 +2,7 @@
 //! its own data directory, and builds librdkafka clients (through the `rdkafka` crate)
 //! pointed at it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -25,7 +25,13 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker on `data_dir` with extra `serve` arguments.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Broker {
-        Broker::start_limited(data_dir, extra_args, None)
+        Broker::spawn(data_dir, extra_args, None, None)
+    }
+
+    /// Starts a broker whose log lines go to `log_file` instead of the test's stderr
+    /// (for long runs whose own report must stay readable).
+    pub fn start_logging_to(data_dir: &Path, extra_args: &[&str], log_file: &Path) -> Broker {
+        Broker::spawn(data_dir, extra_args, None, Some(log_file))
     }
 
     /// Starts a broker whose files may not grow beyond `file_size_limit_bytes`
@@ -35,6 +41,18 @@ impl Broker {
         extra_args: &[&str],
         file_size_limit_bytes: Option<u64>,
     ) -> Broker {
+        Broker::spawn(data_dir, extra_args, file_size_limit_bytes, None)
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        extra_args: &[&str],
+        file_size_limit_bytes: Option<u64>,
+        log_file: Option<&Path>,
+    ) -> Broker {
+        // None: the test's stderr through `eprintln!`, which the test harness captures.
+        let mut log_sink =
+            log_file.map(|path| std::fs::File::create(path).expect("create the broker log file"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
         if let Some(limit) = file_size_limit_bytes {
             use std::os::unix::process::CommandExt;
@@ -72,7 +90,12 @@ impl Broker {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                eprintln!("[ferry] {line}");
+                match log_sink.as_mut() {
+                    Some(file) => {
+                        let _ = writeln!(file, "{line}");
+                    }
+                    None => eprintln!("[ferry] {line}"),
+                }
                 if let Some(rest) = line.split("ready to accept connections on ").nth(1) {
                     let addr = rest
                         .split_whitespace()
