@@ -11,6 +11,7 @@ pub mod internal_log;
 pub mod journal;
 pub mod partition;
 pub mod producer_ids;
+pub mod read_ahead;
 pub mod topics;
 pub mod txn_env;
 
@@ -27,7 +28,8 @@ use crate::storage::data_dir::DataDir;
 use crate::storage::StorageError;
 use flusher::Flusher;
 use journal::Journal;
-use partition::Persistence;
+use partition::Services;
+use read_ahead::ReadAhead;
 use topics::TopicRegistry;
 
 /// Kafka's internal topic for committed offsets and group metadata.
@@ -72,14 +74,16 @@ impl Broker {
         let cluster_id = data_dir.identity().cluster_id.clone();
         let (flusher, flusher_thread) = Flusher::start();
         let (journal, leftover) = Journal::start(data_dir.root(), config.journal_file_bytes)?;
-        let persistence = Persistence {
+        let read_ahead = ReadAhead::new();
+        let services = Services {
             flusher: Arc::clone(&flusher),
             journal: Arc::clone(&journal),
+            read_ahead,
         };
         let topics = Arc::new(TopicRegistry::open(
             Arc::clone(&data_dir),
             config.topic_defaults.clone(),
-            persistence,
+            services,
             config.node_id,
         )?);
         journal::replay(leftover, &topics)?;

@@ -18,6 +18,12 @@ use uuid::Uuid;
 
 use super::flusher::Flusher;
 use super::journal::Journal;
+use super::read_ahead::ReadAhead;
+
+/// How far a catch-up read's read-ahead reaches, in reads of the size just served: the
+/// consumer's next read and the one after, so the disk stays busy while the client works
+/// through a response and while the broker sends the next.
+const READ_AHEAD_SPANS: usize = 2;
 use crate::config::topic::ResolvedTopicConfig;
 use crate::protocol::fetch_encoder::RecordsOut;
 use crate::protocol::frame::FileRegion;
@@ -41,12 +47,13 @@ struct PartitionState {
     last_flush_ms: i64,
 }
 
-/// Where a partition's data goes to become durable: the shared journal (durable mode's
-/// acknowledgements) and the flusher (segment fsyncs).
+/// The broker-wide threads a partition hands work to: the shared journal (durable mode's
+/// acknowledgements), the flusher (segment fsyncs) and read-ahead (catch-up reads).
 #[derive(Clone)]
-pub struct Persistence {
+pub struct Services {
     pub flusher: Arc<Flusher>,
     pub journal: Arc<Journal>,
+    pub read_ahead: Arc<ReadAhead>,
 }
 
 /// One partition of a topic.
@@ -60,7 +67,7 @@ pub struct Partition {
     offline: AtomicBool,
     flush_queued: AtomicBool,
     waiters: Mutex<Vec<Weak<Notify>>>,
-    persistence: Persistence,
+    services: Services,
 }
 
 /// A flush whose writeback has been started (`Partition::begin_flush`).
@@ -96,7 +103,7 @@ impl Partition {
         (topic, topic_id, index): (&str, Uuid, i32),
         mut log: Log,
         config: &ResolvedTopicConfig,
-        persistence: Persistence,
+        services: Services,
         now_ms: i64,
     ) -> Arc<Partition> {
         // On open, everything in the log survived a restart: it is all visible.
@@ -120,7 +127,7 @@ impl Partition {
             offline: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
-            persistence,
+            services,
         })
     }
 
@@ -264,7 +271,7 @@ impl Partition {
         let written = state.log.take_written();
         written.is_empty()
             || self
-                .persistence
+                .services
                 .journal
                 .append(self, self.topic_id, &written, end)
     }
@@ -311,7 +318,7 @@ impl Partition {
 
     pub(super) fn request_flush(self: &Arc<Self>) {
         if !self.flush_queued.swap(true, Ordering::AcqRel) {
-            self.persistence.flusher.request(Arc::clone(self));
+            self.services.flusher.request(Arc::clone(self));
         }
     }
 
@@ -417,6 +424,16 @@ impl Partition {
         for plan in plans {
             let span = plan.locate(limits).map_err(|e| self.read_error(e))?;
             if let Some(span) = span {
+                if span.next_offset < limits.upper_offset {
+                    // The budget, not the data, ended this read: the consumer will ask
+                    // for what follows next.
+                    self.services.read_ahead.hint(
+                        &plan.file,
+                        span.start_position + span.len as u64,
+                        READ_AHEAD_SPANS * span.len,
+                        plan.end_position,
+                    );
+                }
                 records = RecordsOut::File(FileRegion {
                     file: Arc::clone(&plan.file),
                     position: span.start_position,

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::now_ms;
-use super::partition::{Partition, Persistence};
+use super::partition::{Partition, Services};
 use crate::config::topic::TopicDefaults;
 use crate::config::ConfigError;
 use crate::storage::data_dir::{base64_uuid, DataDir, TopicRecord};
@@ -134,7 +134,7 @@ pub struct TopicRegistry {
     admin: Mutex<()>,
     data_dir: Arc<DataDir>,
     defaults: TopicDefaults,
-    persistence: Persistence,
+    services: Services,
     node_id: i32,
 }
 
@@ -143,7 +143,7 @@ impl TopicRegistry {
     pub fn open(
         data_dir: Arc<DataDir>,
         defaults: TopicDefaults,
-        persistence: Persistence,
+        services: Services,
         node_id: i32,
     ) -> Result<TopicRegistry, StorageError> {
         let registry = TopicRegistry {
@@ -151,7 +151,7 @@ impl TopicRegistry {
             admin: Mutex::new(()),
             data_dir,
             defaults,
-            persistence,
+            services,
             node_id,
         };
         let recovery_points = registry
@@ -229,7 +229,7 @@ impl TopicRegistry {
             (&record.name, record.topic_id, index),
             log,
             &resolved,
-            self.persistence.clone(),
+            self.services.clone(),
             now,
         ))
     }
@@ -383,7 +383,7 @@ impl TopicRegistry {
             (&record.name, record.topic_id, index),
             log,
             &resolved,
-            self.persistence.clone(),
+            self.services.clone(),
             now,
         ))
     }
