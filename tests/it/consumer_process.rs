@@ -91,24 +91,12 @@ impl ConsumerProcess {
             .env(ENV, spec.encode())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn consumer process");
-        let stdout = child.stdout.take().unwrap();
-        let (events, label_owned) = (events.clone(), label.to_string());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let event = Event {
-                    label: label_owned.clone(),
-                    line,
-                    at: Instant::now(),
-                };
-                if events.send(event).is_err() {
-                    break;
-                }
-            }
-        });
+        forward_lines(child.stdout.take().unwrap(), label, "", events);
+        // A panic in the child shows up in the test's failure message as "stderr ..." lines.
+        forward_lines(child.stderr.take().unwrap(), label, "stderr ", events);
         ConsumerProcess {
             label: label.to_string(),
             child,
@@ -135,6 +123,29 @@ impl ConsumerProcess {
     }
 }
 
+/// Sends every line of `stream` to `events` as `prefix` + line, tagged with `label`.
+fn forward_lines(
+    stream: impl std::io::Read + Send + 'static,
+    label: &str,
+    prefix: &'static str,
+    events: &mpsc::Sender<Event>,
+) {
+    let (events, label) = (events.clone(), label.to_string());
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let event = Event {
+                label: label.clone(),
+                line: format!("{prefix}{line}"),
+                at: Instant::now(),
+            };
+            if events.send(event).is_err() {
+                break;
+            }
+        }
+    });
+}
+
 impl Drop for ConsumerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -155,9 +166,20 @@ fn describe(list: &TopicPartitionList) -> String {
 }
 
 impl ConsumerContext for Reporting {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        if let Err(err) = result {
+            say(&format!("error commit of {}: {err}", describe(offsets)));
+        }
+    }
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            say(&format!("revoked {}", describe(list)));
+        match rebalance {
+            Rebalance::Revoke(list) => say(&format!("revoked {}", describe(list))),
+            Rebalance::Error(err) => say(&format!("error rebalance: {err}")),
+            Rebalance::Assign(_) => {}
         }
     }
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -216,7 +238,11 @@ fn child() {
                     message.partition(),
                     message.offset()
                 ));
-                consumer.store_offset_from_message(&message).unwrap();
+                // A failed store means the record may be processed again: the test's
+                // failure message shows why.
+                if let Err(err) = consumer.store_offset_from_message(&message) {
+                    say(&format!("error store_offset: {err}"));
+                }
             }
             Some(Err(err)) => say(&format!("error {err}")),
             None => {}

@@ -93,7 +93,13 @@ struct Observed {
     rebalances: Vec<(String, String, BTreeSet<i32>, Instant)>,
     /// Records processed: (label, partition, when).
     timeline: Vec<(String, i32, Instant)>,
+    /// Rebalances, errors, stderr and close lines with their arrival times, for failure
+    /// messages.
+    history: Vec<(Instant, String, String)>,
 }
+
+/// Most history lines a failure message quotes (the latest ones).
+const MAX_QUOTED_HISTORY_LINES: usize = 60;
 
 fn partitions_of(list: &str) -> BTreeSet<i32> {
     list.split(',')
@@ -106,6 +112,10 @@ impl Observed {
     fn apply(&mut self, event: Event) {
         let mut words = event.line.splitn(2, ' ');
         let (kind, rest) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        if matches!(kind, "assigned" | "revoked" | "error" | "stderr" | "closed") {
+            self.history
+                .push((event.at, event.label.clone(), event.line.clone()));
+        }
         match kind {
             "assigned" | "revoked" => {
                 let parts = partitions_of(rest);
@@ -135,6 +145,24 @@ impl Observed {
     fn assigned(&self, label: &str) -> BTreeSet<i32> {
         self.assignment.get(label).cloned().unwrap_or_default()
     }
+
+    /// What the consumers reported, for a failure message: the current assignment, the
+    /// records each processed, and the latest non-record lines with their times.
+    fn describe(&self) -> String {
+        let start = self.history.first().map(|h| h.0);
+        let mut text = format!("assignment now: {:?}\n", self.assignment);
+        let mut processed: BTreeMap<&str, usize> = BTreeMap::new();
+        for (label, _, _) in &self.timeline {
+            *processed.entry(label).or_default() += 1;
+        }
+        text += &format!("records processed per consumer: {processed:?}\n");
+        let skip = self.history.len().saturating_sub(MAX_QUOTED_HISTORY_LINES);
+        for (at, label, line) in &self.history[skip..] {
+            let ms = start.map_or(0, |s| at.duration_since(s).as_millis());
+            text += &format!("  +{ms} ms {label}: {line}\n");
+        }
+        text
+    }
 }
 
 /// Consumes events until `done` holds, failing after `limit`.
@@ -148,7 +176,11 @@ fn wait_until(
     let deadline = Instant::now() + limit;
     while !done(observed) {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for {what}");
+        assert!(
+            !left.is_zero(),
+            "timed out waiting for {what}\n{}",
+            observed.describe()
+        );
         if let Ok(event) = events.recv_timeout(left.min(Duration::from_millis(200))) {
             observed.apply(event);
         }
@@ -161,7 +193,11 @@ fn settle(events: &mpsc::Receiver<Event>, observed: &mut Observed, quiet: Durati
     let limit = Instant::now() + Duration::from_secs(60);
     let mut last_rebalance = Instant::now();
     while last_rebalance.elapsed() < quiet {
-        assert!(Instant::now() < limit, "the group never settled");
+        assert!(
+            Instant::now() < limit,
+            "the group never settled\n{}",
+            observed.describe()
+        );
         if let Ok(event) = events.recv_timeout(Duration::from_millis(100)) {
             if event.line.starts_with("assigned") || event.line.starts_with("revoked") {
                 last_rebalance = Instant::now();
@@ -262,8 +298,10 @@ async fn membership_changes_lose_nothing(assignor: &str) {
     settle(&events, &mut observed, Duration::from_secs(2));
     let b_rebalances_after = observed.rebalances.iter().filter(|r| r.0 == "b").count();
     assert_eq!(
-        b_rebalances_before, b_rebalances_after,
-        "a static restart must not rebalance the others"
+        b_rebalances_before,
+        b_rebalances_after,
+        "a static restart must not rebalance the others\n{}",
+        observed.describe()
     );
 
     // B crashes: after its session times out, A2 owns everything.
@@ -290,7 +328,8 @@ async fn membership_changes_lose_nothing(assignor: &str) {
         if labels.len() > 1 {
             assert!(
                 crashed.contains(&labels[0].as_str()),
-                "{position:?} processed twice ({labels:?}) without a crash of its first consumer"
+                "{position:?} processed twice ({labels:?}) without a crash of its first consumer\n{}",
+                observed.describe()
             );
         }
     }

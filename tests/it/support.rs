@@ -50,6 +50,7 @@ impl Broker {
         file_size_limit_bytes: Option<u64>,
         log_file: Option<&Path>,
     ) -> Broker {
+        echo_panics_uncaptured();
         // None: the test's stderr through `eprintln!`, which the test harness captures.
         let mut log_sink =
             log_file.map(|path| std::fs::File::create(path).expect("create the broker log file"));
@@ -201,4 +202,24 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Makes every panic message also go straight to the process's stderr, past the test
+/// harness's output capture: a long run's report then shows why a test failed at the point
+/// where it failed, even when only part of the output is kept (as in CI). Installed once.
+fn echo_panics_uncaptured() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let report = format!(
+                "[test failure] thread '{}' {info}\n",
+                thread.name().unwrap_or("unnamed")
+            );
+            // Not `eprintln!`: the harness captures that, and this must reach the terminal.
+            let _ = std::io::stderr().write_all(report.as_bytes());
+            default_hook(info);
+        }));
+    });
 }
