@@ -2,7 +2,15 @@
 //! be given as a fraction of what the hardware allows: sequential append bandwidth of the
 //! data directory's disk (buffered, and with fdatasync after every MiB), sequential read
 //! bandwidth with the file's pages dropped from the page cache, fsync latency of small
-//! appends, and loopback TCP bandwidth.
+//! appends, the group-commit floor (below), and loopback TCP bandwidth.
+//!
+//! The group-commit floor is the latency a durable write would see on this device if
+//! everything but the device were free: fdatasyncs of small in-place writes run back to
+//! back for a few seconds (as a journal's rounds do under load), and a write arriving at any
+//! moment waits for the fdatasync in progress to end and the next one to complete. Its
+//! percentiles weight each fdatasync by how long it took, so the device's rare stalls,
+//! which a per-call p99 of a few hundred samples hides, show up as the stalls every record
+//! arriving during them sees.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -11,7 +19,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::stats::{Latency, MIB_BYTES};
+use super::stats::{Latency, Percentiles, MIB_BYTES};
 
 /// Size of every write and read of the disk and loopback measurements.
 pub const IO_CHUNK_BYTES: usize = 1024 * 1024;
@@ -23,6 +31,16 @@ pub const FSYNC_WRITE_BYTES: usize = 4096;
 /// Number of 4 KiB append + fdatasync samples.
 pub const FSYNC_SAMPLES_FULL: usize = 200;
 pub const FSYNC_SAMPLES_QUICK: usize = 50;
+/// How long the group-commit floor probe runs back-to-back fdatasyncs, in milliseconds.
+pub const GROUP_COMMIT_PROBE_MS_FULL: u64 = 5_000;
+pub const GROUP_COMMIT_PROBE_MS_QUICK: u64 = 2_000;
+/// The probe's file, written in place in `FSYNC_WRITE_BYTES` pieces (zero-filled first, so
+/// its fdatasyncs need no metadata, like a preallocated journal file's).
+const GROUP_COMMIT_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// Most fdatasyncs the probe records (about 20 s at 200 us each); it stops early beyond.
+const GROUP_COMMIT_MAX_SYNCS: usize = 100_000;
+/// Spacing of the simulated arrivals over the probe's time line, in microseconds.
+const GROUP_COMMIT_ARRIVAL_STEP_US: u64 = 5;
 /// Bytes sent through one loopback TCP connection.
 pub const LOOPBACK_BYTES_FULL: u64 = 2 * 1024 * 1024 * 1024;
 pub const LOOPBACK_BYTES_QUICK: u64 = 256 * 1024 * 1024;
@@ -41,6 +59,10 @@ pub struct Limits {
     pub disk_read_mib_s: Option<f64>,
     pub fsync_p50_us: u64,
     pub fsync_p99_us: u64,
+    /// Group-commit floor (see the module doc): p50 and p99 of a write's wait for the
+    /// fdatasync after the one in progress, fdatasyncs running back to back.
+    pub group_commit_floor_p50_us: u64,
+    pub group_commit_floor_p99_us: u64,
     pub loopback_mib_s: f64,
 }
 
@@ -139,14 +161,63 @@ fn fsync_latency(path: &Path, samples: usize) -> io::Result<(u64, u64)> {
         file.sync_data()?;
         latency.record(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
-    let p = latency.percentiles().unwrap_or(super::stats::Percentiles {
-        count: 0,
-        p50_us: 0,
-        p99_us: 0,
-        p999_us: 0,
-        max_us: 0,
-    });
+    let p = latency.percentiles().unwrap_or_default();
     Ok((p.p50_us, p.p99_us))
+}
+
+/// Runs fdatasyncs of 4 KiB in-place writes back to back for `duration` and returns each
+/// one's (start, end) in microseconds since the probe started.
+fn back_to_back_syncs(path: &Path, duration: Duration) -> io::Result<Vec<(u64, u64)>> {
+    use std::os::unix::fs::FileExt;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let zeros = vec![0u8; IO_CHUNK_BYTES];
+    for _ in 0..GROUP_COMMIT_FILE_BYTES / IO_CHUNK_BYTES as u64 {
+        file.write_all(&zeros)?;
+    }
+    file.sync_all()?;
+    let mut block = vec![0u8; FSYNC_WRITE_BYTES];
+    fill_random(&mut block, 0x9c0_ff1e);
+    let slots = GROUP_COMMIT_FILE_BYTES / FSYNC_WRITE_BYTES as u64;
+    let micros = |start: Instant| u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let probe_start = Instant::now();
+    let mut syncs = Vec::new();
+    while probe_start.elapsed() < duration && syncs.len() < GROUP_COMMIT_MAX_SYNCS {
+        let n = syncs.len() as u64;
+        stamp_blocks(&mut block, n);
+        file.write_all_at(&block, (n % slots) * FSYNC_WRITE_BYTES as u64)?;
+        let start = micros(probe_start);
+        file.sync_data()?;
+        syncs.push((start, micros(probe_start)));
+    }
+    Ok(syncs)
+}
+
+/// The waits of writes arriving every `step_us` along a time line of back-to-back
+/// fdatasyncs (sorted (start, end) pairs): one arriving at `t` while sync `i` runs (from its
+/// start to the next one's) is made durable by sync `i + 1`, so it waits until that ends.
+fn arrival_waits(syncs: &[(u64, u64)], step_us: u64) -> Latency {
+    let mut waits = Latency::new();
+    for pair in syncs.windows(2) {
+        let ((start, _), (next_start, next_end)) = (pair[0], pair[1]);
+        let mut t = start;
+        while t < next_start {
+            waits.record(next_end - t);
+            t += step_us.max(1);
+        }
+    }
+    waits
+}
+
+fn group_commit_floor(path: &Path, duration: Duration) -> io::Result<Percentiles> {
+    let syncs = back_to_back_syncs(path, duration)?;
+    Ok(arrival_waits(&syncs, GROUP_COMMIT_ARRIVAL_STEP_US)
+        .percentiles()
+        .unwrap_or_default())
 }
 
 fn loopback(total: u64) -> io::Result<f64> {
@@ -184,16 +255,18 @@ fn loopback(total: u64) -> io::Result<f64> {
 /// Measures everything, with scratch files in `dir` (on the data directory's filesystem);
 /// the files are removed afterwards.
 pub fn measure(dir: &Path, quick: bool) -> io::Result<Limits> {
-    let (disk_bytes, fsync_samples, loopback_bytes) = if quick {
+    let (disk_bytes, fsync_samples, probe_ms, loopback_bytes) = if quick {
         (
             DISK_APPEND_BYTES_QUICK,
             FSYNC_SAMPLES_QUICK,
+            GROUP_COMMIT_PROBE_MS_QUICK,
             LOOPBACK_BYTES_QUICK,
         )
     } else {
         (
             DISK_APPEND_BYTES_FULL,
             FSYNC_SAMPLES_FULL,
+            GROUP_COMMIT_PROBE_MS_FULL,
             LOOPBACK_BYTES_FULL,
         )
     };
@@ -202,6 +275,7 @@ pub fn measure(dir: &Path, quick: bool) -> io::Result<Limits> {
     let buffered = dir.join("limits-append-buffered.tmp");
     let synced = dir.join("limits-append-fdatasync.tmp");
     let fsync_file = dir.join("limits-fsync.tmp");
+    let floor_file = dir.join("limits-group-commit.tmp");
     let result = (|| {
         let disk_append_mib_s = append(&buffered, disk_bytes, false, &mut block)?;
         let disk_read_mib_s = read_back(&buffered)?;
@@ -210,6 +284,8 @@ pub fn measure(dir: &Path, quick: bool) -> io::Result<Limits> {
         std::fs::remove_file(&synced)?;
         let (fsync_p50_us, fsync_p99_us) = fsync_latency(&fsync_file, fsync_samples)?;
         std::fs::remove_file(&fsync_file)?;
+        let floor = group_commit_floor(&floor_file, Duration::from_millis(probe_ms))?;
+        std::fs::remove_file(&floor_file)?;
         let loopback_mib_s = loopback(loopback_bytes)?;
         Ok(Limits {
             disk_append_mib_s,
@@ -217,10 +293,12 @@ pub fn measure(dir: &Path, quick: bool) -> io::Result<Limits> {
             disk_read_mib_s,
             fsync_p50_us,
             fsync_p99_us,
+            group_commit_floor_p50_us: floor.p50_us,
+            group_commit_floor_p99_us: floor.p99_us,
             loopback_mib_s,
         })
     })();
-    for path in [&buffered, &synced, &fsync_file] {
+    for path in [&buffered, &synced, &fsync_file, &floor_file] {
         let _ = std::fs::remove_file(path);
     }
     result
@@ -244,5 +322,42 @@ mod tests {
         let mut odd = vec![0u8; 13];
         fill_random(&mut odd, 7);
         assert!(odd[8..].iter().any(|&x| x != 0));
+    }
+
+    /// (start, end) of `durations_us` run back to back from time 0.
+    fn timeline(durations_us: &[u64]) -> Vec<(u64, u64)> {
+        let mut at = 0;
+        durations_us
+            .iter()
+            .map(|d| {
+                let sync = (at, at + d);
+                at += d;
+                sync
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steady_syncs_make_writes_wait_between_one_and_two_of_them() {
+        let waits = arrival_waits(&timeline(&[100; 1_000]), 1)
+            .percentiles()
+            .unwrap();
+        assert!((145..=155).contains(&waits.p50_us), "{waits:?}");
+        assert!((195..=200).contains(&waits.p99_us), "{waits:?}");
+        assert_eq!(waits.max_us, 200);
+    }
+
+    #[test]
+    fn one_stall_weighs_by_its_length_not_as_one_call() {
+        // 1,000 syncs of 100 us and one of 10 ms: under 0.1% of calls, but 9% of the time,
+        // so every write arriving during it or in the sync before waits milliseconds.
+        let mut durations = vec![100; 1_000];
+        durations[500] = 10_000;
+        let waits = arrival_waits(&timeline(&durations), 1)
+            .percentiles()
+            .unwrap();
+        assert!(waits.p50_us < 200, "{waits:?}");
+        assert!(waits.p99_us >= 5_000, "{waits:?}");
+        assert!(waits.max_us >= 10_000, "{waits:?}");
     }
 }

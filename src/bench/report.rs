@@ -112,6 +112,14 @@ impl PhaseResult {
             .and_then(|cpu| per_s(cpu, self.wall_seconds))
     }
 
+    /// The fraction called `name` (see `fractions`), if it applies and is known.
+    fn fraction(&self, limits: &Limits, name: &str) -> Option<f64> {
+        self.fractions(limits)
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, f)| f)
+    }
+
     /// (name, fraction) of each relevant limit.
     pub fn fractions(&self, limits: &Limits) -> Vec<(&'static str, Option<f64>)> {
         let mut out = vec![
@@ -141,6 +149,18 @@ impl PhaseResult {
                 ratio(self.consume_mib_s(), limits.disk_read_mib_s),
             ));
         }
+        if self.durable {
+            // Latency against the device's, as multiples (W3's durable target is 2).
+            let e2e_p99 = self.e2e.map(|p| p.p99_us as f64);
+            out.push((
+                "e2e_p99_of_fsync_p99",
+                ratio(e2e_p99, Some(limits.fsync_p99_us as f64)),
+            ));
+            out.push((
+                "e2e_p99_of_group_commit_floor_p99",
+                ratio(e2e_p99, Some(limits.group_commit_floor_p99_us as f64)),
+            ));
+        }
         out
     }
 }
@@ -164,6 +184,14 @@ pub fn limits_table(limits: &Limits) -> Table {
         (
             "fsync p99 us (4 KiB append)",
             Some(limits.fsync_p99_us as f64),
+        ),
+        (
+            "group-commit floor p50 us",
+            Some(limits.group_commit_floor_p50_us as f64),
+        ),
+        (
+            "group-commit floor p99 us",
+            Some(limits.group_commit_floor_p99_us as f64),
         ),
         ("loopback TCP MiB/s", Some(limits.loopback_mib_s)),
     ];
@@ -203,14 +231,7 @@ pub fn workload_table(outcome: &WorkloadOutcome, limits: &Limits) -> Table {
     let mut table = Table::new(&columns);
     let limits = *limits;
     let fraction = move |name: &'static str| -> Cell {
-        Box::new(move |r: &PhaseResult| {
-            fmt_percent(
-                r.fractions(&limits)
-                    .into_iter()
-                    .find(|(n, _)| *n == name)
-                    .and_then(|(_, f)| f),
-            )
-        })
+        Box::new(move |r: &PhaseResult| fmt_percent(r.fraction(&limits, name)))
     };
     let fig = |f: fn(&PhaseResult) -> Option<f64>| -> Cell {
         Box::new(move |r: &PhaseResult| fmt_figure(f(r)))
@@ -238,6 +259,20 @@ pub fn workload_table(outcome: &WorkloadOutcome, limits: &Limits) -> Table {
     ];
     rows.extend(percentile_rows("ack", |r| r.ack));
     rows.extend(percentile_rows("e2e", |r| r.e2e));
+    let multiple = move |name: &'static str| -> Cell {
+        Box::new(move |r: &PhaseResult| {
+            r.fraction(&limits, name)
+                .map_or("-".to_string(), |f| format!("{f:.1}x"))
+        })
+    };
+    rows.push((
+        "  e2e p99 / fsync p99".into(),
+        multiple("e2e_p99_of_fsync_p99"),
+    ));
+    rows.push((
+        "  e2e p99 / commit floor p99".into(),
+        multiple("e2e_p99_of_group_commit_floor_p99"),
+    ));
     rows.extend(percentile_rows("broker produce", |r| r.broker_produce));
     rows.extend(percentile_rows("hiccup", |r| r.hiccup));
     rows.push((
@@ -543,6 +578,14 @@ pub fn run_json(info: &RunInfo, limits: &Limits, workloads: &[WorkloadOutcome]) 
                 ("disk_read_mib_s", Json::float(limits.disk_read_mib_s)),
                 ("fsync_p50_us", Json::uint(Some(limits.fsync_p50_us))),
                 ("fsync_p99_us", Json::uint(Some(limits.fsync_p99_us))),
+                (
+                    "group_commit_floor_p50_us",
+                    Json::uint(Some(limits.group_commit_floor_p50_us)),
+                ),
+                (
+                    "group_commit_floor_p99_us",
+                    Json::uint(Some(limits.group_commit_floor_p99_us)),
+                ),
                 ("loopback_mib_s", Json::Float(limits.loopback_mib_s)),
             ]),
         ),
@@ -569,6 +612,8 @@ mod tests {
             disk_read_mib_s: Some(500.0),
             fsync_p50_us: 900,
             fsync_p99_us: 2000,
+            group_commit_floor_p50_us: 1500,
+            group_commit_floor_p99_us: 4000,
             loopback_mib_s: 4000.0,
         }
     }

@@ -29,7 +29,7 @@ pub struct Latency {
 }
 
 /// Percentiles of a latency histogram, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Percentiles {
     pub count: u64,
     pub p50_us: u64,
