@@ -435,6 +435,17 @@ mod tests {
     }
 
     #[test]
+    fn zero_filling_in_writeback_steps_covers_a_size_that_is_not_a_multiple_of_a_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let zeroed_bytes = 2 * ZERO_WRITEBACK_STEP_BYTES + ZERO_CHUNK_BYTES as u64 + 512;
+        let file = JournalFile::create_zeroed(dir.path(), 3, zeroed_bytes).unwrap();
+        assert_eq!(file.preallocated_bytes(), zeroed_bytes);
+        let bytes = std::fs::read(file.path()).unwrap();
+        assert_eq!(bytes.len() as u64, zeroed_bytes);
+        assert!(bytes.iter().all(|&b| b == 0));
+    }
+
+    #[test]
     fn a_recycled_file_reads_only_its_new_entries() {
         let dir = tempfile::tempdir().unwrap();
         let topic = Uuid::new_v4();
