@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{Producer, ThreadedProducer};
 
 use super::broker_process::{DiskBytes, ProcessProbe};
 use super::clients::{
@@ -23,6 +23,7 @@ use super::device::BlockDevice;
 use super::limits::{drop_page_cache, fill_random};
 use super::noise::{CpuTicks, HiccupMeter};
 use super::stats::{unix_micros, Latency, Percentiles};
+use super::topic_handle::TopicHandle;
 use super::workloads::{
     Load, PhaseKind, PhaseSpec, Readers, PHASE_DURATION_FULL, PHASE_DURATION_QUICK,
     PRODUCER_BATCH_BYTES, W4_DISTINCT_KEYS, W5_BACKLOG_BYTES_FULL, W5_BACKLOG_BYTES_QUICK,
@@ -309,9 +310,7 @@ fn run_phase_into(
     let control = Arc::new(ReaderControl::default());
     let readers = spawn_readers(env, spec, &topic, &control, true)?;
     let watch = UsageWatch::start(env);
-    let produced = produce(env, spec, &topic);
-    let produce_end = Instant::now();
-    let produced = match produced {
+    let produced = match produce(env, spec, &topic) {
         Ok(p) => p,
         Err(e) => {
             control.abort();
@@ -322,19 +321,20 @@ fn run_phase_into(
     let produced_for = Duration::from_secs_f64(produced.seconds.max(0.0));
     control.finish(
         produced.stats.acked_records.load(Ordering::Relaxed),
-        produce_end + DRAIN_TIMEOUT + produced_for * DRAIN_PER_PRODUCE_SECOND,
+        DRAIN_TIMEOUT + produced_for * DRAIN_PER_PRODUCE_SECOND,
     );
     let outcomes = join_readers(readers)?;
     watch.finish(result);
     fill_produce_figures(result, &produced);
-    fill_reader_figures(result, &outcomes, produced.start);
+    fill_reader_figures(result, &outcomes, produced.start_us);
     Ok(())
 }
 
 /// A finished producer run.
 struct Produced {
     stats: Arc<ProducerStats>,
-    start: Instant,
+    /// When producing started, in UNIX microseconds.
+    start_us: u64,
     seconds: f64,
 }
 
@@ -361,6 +361,7 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
         .client()
         .fetch_metadata(Some(topic), Duration::from_secs(30))
         .map_err(|e| format!("metadata for {topic}: {e}"))?;
+    let handle = TopicHandle::new(&producer, topic)?;
     let mut value = vec![0u8; spec.value_bytes];
     fill_random(&mut value, 0xbe9c_4a11);
     let duration = env.duration();
@@ -369,6 +370,7 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
         _ => None,
     };
     let load = spec.load();
+    let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
     let start = Instant::now();
     let start_us = unix_micros();
     let mut sent_records = 0u64;
@@ -382,10 +384,12 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
                 unix_micros()
             }
             (None, Load::Unthrottled) => {
-                if start.elapsed() >= duration {
+                // One clock read per record (see `ProducerStats::delivery`).
+                let now_us = unix_micros();
+                if now_us.saturating_sub(start_us) >= duration_us {
                     break;
                 }
-                unix_micros()
+                now_us
             }
             (None, Load::Rate(per_s)) => {
                 let offset = Duration::from_nanos(
@@ -405,18 +409,12 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
         };
         value[..8].copy_from_slice(&due_us.to_be_bytes());
         let key = (sent_records % W4_DISTINCT_KEYS).to_be_bytes();
-        let mut record = BaseRecord::with_opaque_to(topic, due_us as usize).payload(&value[..]);
-        if spec.key_bytes > 0 {
-            record = record.key(&key[..spec.key_bytes.min(key.len())]);
-        }
+        let key = (spec.key_bytes > 0).then(|| &key[..spec.key_bytes.min(key.len())]);
         loop {
-            match producer.send(record) {
+            match handle.send(&value, key, due_us as usize) {
                 Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    thread::sleep(QUEUE_FULL_BACKOFF);
-                }
-                Err((e, _)) => {
+                Err(RDKafkaErrorCode::QueueFull) => thread::sleep(QUEUE_FULL_BACKOFF),
+                Err(e) => {
                     stats.failed_records.fetch_add(1, Ordering::Relaxed);
                     stats.failures.push(format!("send: {e}"));
                     break;
@@ -430,11 +428,12 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
         .flush(FLUSH_TIMEOUT)
         .map_err(|e| format!("flush: {e} (records still queued after {FLUSH_TIMEOUT:?})"))?;
     // Producing ends with the last acknowledgement (flush returns a little later).
-    let last_ack = stats.acks.lock().unwrap_or_else(|e| e.into_inner()).last_at;
-    let seconds = last_ack
-        .unwrap_or_else(Instant::now)
-        .duration_since(start)
-        .as_secs_f64();
+    let last_ack_us = stats
+        .acks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .last_at_us;
+    let seconds = seconds_between(start_us, last_ack_us.unwrap_or_else(unix_micros));
     // The last statistics window (records per batch) arrives within one interval.
     let reports = stats.statistics_reports.load(Ordering::Relaxed);
     let waited = Instant::now();
@@ -445,7 +444,7 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
     }
     Ok(Produced {
         stats,
-        start,
+        start_us,
         seconds,
     })
 }
@@ -564,7 +563,12 @@ fn fill_produce_figures(result: &mut PhaseResult, produced: &Produced) {
     }
 }
 
-fn fill_reader_figures(result: &mut PhaseResult, outcomes: &[ReaderOutcome], start: Instant) {
+/// Seconds from `start_us` to `end_us` (UNIX microseconds; 0 if `end_us` is earlier).
+fn seconds_between(start_us: u64, end_us: u64) -> f64 {
+    end_us.saturating_sub(start_us) as f64 / 1e6
+}
+
+fn fill_reader_figures(result: &mut PhaseResult, outcomes: &[ReaderOutcome], start_us: u64) {
     let mut e2e = Latency::new();
     let mut last = None;
     for outcome in outcomes {
@@ -572,11 +576,11 @@ fn fill_reader_figures(result: &mut PhaseResult, outcomes: &[ReaderOutcome], sta
         result.consumed_bytes += outcome.bytes;
         result.unconsumed_records += result.produced_records.saturating_sub(outcome.records);
         e2e.merge(&outcome.e2e);
-        last = last.max(outcome.last_at);
+        last = last.max(outcome.last_at_us);
         add_errors(result, &outcome.errors);
     }
     result.e2e = e2e.percentiles();
-    result.consume_seconds = last.map_or(0.0, |l| l.duration_since(start).as_secs_f64());
+    result.consume_seconds = last.map_or(0.0, |l| seconds_between(start_us, l));
 }
 
 fn add_errors(result: &mut PhaseResult, log: &ErrorLog) {
@@ -608,14 +612,14 @@ fn catch_up(
         });
     }
     let control = Arc::new(ReaderControl::default());
-    control.finish(available, Instant::now() + CATCH_UP_TIMEOUT);
+    control.finish(available, CATCH_UP_TIMEOUT);
     let watch = UsageWatch::start(env);
-    let start = Instant::now();
+    let start_us = unix_micros();
     let readers = spawn_readers(env, spec, &topic, &control, false)?;
     let outcomes = join_readers(readers)?;
     watch.finish(result);
     result.produced_records = available;
-    fill_reader_figures(result, &outcomes, start);
+    fill_reader_figures(result, &outcomes, start_us);
     Ok(())
 }
 

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod noise;
 pub mod report;
 pub mod stats;
+pub mod topic_handle;
 pub mod workloads;
 
 use std::path::{Path, PathBuf};

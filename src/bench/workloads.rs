@@ -58,7 +58,7 @@ impl WorkloadId {
 
     pub fn description(self) -> &'static str {
         match self {
-            WorkloadId::W1 => "small records: 100-byte values, 8 partitions, unthrottled, acks=1 then acks=all",
+            WorkloadId::W1 => "small records: 100-byte values, 8 partitions, unthrottled, acks=1 then acks=all, then acks=1 with no reader",
             WorkloadId::W2 => "1 KiB records, 16 partitions, unthrottled; one reader, then three consumer groups at once",
             WorkloadId::W3 => "latency at fixed rates: 1 KiB @ 5,000/s over 16 partitions, 100 B @ 1,000/s on one; default flush, then durable (flush.messages=1)",
             WorkloadId::W4 => "many partitions: 1,000 then 10,000, keyed, 20 MiB/s total",
@@ -90,6 +90,21 @@ impl WorkloadId {
                     "all",
                     Load::Unthrottled,
                 ),
+                // The producer alone, as librdkafka's `rdkafka_performance` measures it (the
+                // reference the W1 target cites): with clients and broker sharing two cores,
+                // the reader of the first two phases takes about a quarter of the producer's
+                // rate.
+                PhaseSpec {
+                    readers: Readers::None,
+                    ..live(
+                        "acks=1-no-reader",
+                        "bench-w1-acks1-alone",
+                        8,
+                        100,
+                        "1",
+                        Load::Unthrottled,
+                    )
+                },
             ],
             WorkloadId::W2 => vec![
                 live(
@@ -321,6 +336,9 @@ mod tests {
                 assert!(phase.value_bytes >= 8);
             }
         }
+        let w1 = WorkloadId::W1.phases();
+        assert_eq!(w1[0].readers, Readers::Assign);
+        assert_eq!((w1[2].acks, w1[2].readers), ("1", Readers::None));
         let w4 = WorkloadId::W4.phases();
         assert_eq!(w4[0].load(), Load::Rate(20 * 1024));
         assert_eq!(w4[1].partitions, 10_000);

@@ -1,0 +1,169 @@
+//! A librdkafka topic handle for the harness's producer, so that each send skips the
+//! per-record topic lookup of `rdkafka`'s `BaseProducer::send`.
+//!
+//! Why: `send` copies the topic name into a new `CString` and calls `rd_kafka_producev`,
+//! which looks the topic up under the client-wide write lock (`rd_kafka_topic_new0` with
+//! locking) for every record. At a million records a second that lock, shared with
+//! librdkafka's broker and polling threads, and the allocation made the harness's producer
+//! thread, not the broker, the limit of W1 (a profile of that thread: about a fifth of its
+//! time in the lookup, the lock and futex wake-ups). `rd_kafka_produce` on a handle made once
+//! per phase, as librdkafka's own `rdkafka_performance` does, takes only the topic's read
+//! lock. What reaches the broker is unchanged: the same client, configuration, partitioner
+//! and batches.
+
+use std::ffi::{c_void, CString};
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+
+use rdkafka::bindings as rdsys;
+use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+
+/// `RD_KAFKA_PARTITION_UA`: let the topic's partitioner choose (what `send` does without a
+/// partition).
+const PARTITION_UNASSIGNED: i32 = -1;
+
+/// A topic handle of one producer; it cannot outlive the producer (`'p`), since librdkafka
+/// requires topic handles to be destroyed before their client.
+pub struct TopicHandle<'p> {
+    handle: NonNull<rdsys::rd_kafka_topic_t>,
+    _producer: PhantomData<&'p ()>,
+}
+
+impl<'p> TopicHandle<'p> {
+    /// A handle for `topic` with the producer's default topic configuration (the same one
+    /// `send` uses).
+    pub fn new<C: ProducerContext + 'static>(
+        producer: &'p ThreadedProducer<C>,
+        topic: &str,
+    ) -> Result<TopicHandle<'p>, String> {
+        let name = CString::new(topic).map_err(|e| format!("topic name {topic:?}: {e}"))?;
+        // SAFETY: the client pointer is live for `'p` (the producer is borrowed that long);
+        // `name` is a NUL-terminated string librdkafka copies; a null configuration means
+        // the client's default topic configuration, which librdkafka copies too.
+        let handle = unsafe {
+            rdsys::rd_kafka_topic_new(
+                producer.client().native_ptr(),
+                name.as_ptr(),
+                ptr::null_mut(),
+            )
+        };
+        let handle = NonNull::new(handle).ok_or_else(|| {
+            // SAFETY: reads librdkafka's thread-local last error; no arguments.
+            let code: RDKafkaErrorCode = unsafe { rdsys::rd_kafka_last_error() }.into();
+            format!("topic handle for {topic}: {code}")
+        })?;
+        Ok(TopicHandle {
+            handle,
+            _producer: PhantomData,
+        })
+    }
+
+    /// Queues one record (librdkafka copies `value` and `key`); `due_us` comes back as the
+    /// delivery opaque of `ProducerStats::delivery`, as with `BaseRecord::with_opaque_to`.
+    pub fn send(
+        &self,
+        value: &[u8],
+        key: Option<&[u8]>,
+        due_us: usize,
+    ) -> Result<(), RDKafkaErrorCode> {
+        let (key_ptr, key_len) = key.map_or((ptr::null(), 0), |k| (k.as_ptr().cast(), k.len()));
+        // SAFETY: the handle is live (destroyed only in `drop`); with RD_KAFKA_MSG_F_COPY
+        // librdkafka copies the payload and key before returning and never writes through
+        // the payload pointer; the opaque is an integer carried back to the delivery report,
+        // never dereferenced.
+        let rc = unsafe {
+            rdsys::rd_kafka_produce(
+                self.handle.as_ptr(),
+                PARTITION_UNASSIGNED,
+                rdsys::RD_KAFKA_MSG_F_COPY,
+                value.as_ptr().cast_mut().cast::<c_void>(),
+                value.len(),
+                key_ptr,
+                key_len,
+                due_us as *mut c_void,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            // SAFETY: reads librdkafka's thread-local error of the failed call on this thread.
+            Err(unsafe { rdsys::rd_kafka_last_error() }.into())
+        }
+    }
+}
+
+impl Drop for TopicHandle<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from `rd_kafka_topic_new` and is released exactly once,
+        // while its client is still alive (`'p`).
+        unsafe { rdsys::rd_kafka_topic_destroy(self.handle.as_ptr()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{DeliveryResult, PurgeConfig};
+    use rdkafka::ClientContext;
+
+    use super::*;
+
+    /// Collects the delivery opaques of failed deliveries.
+    #[derive(Default)]
+    struct Opaques(Mutex<Vec<usize>>);
+
+    impl ClientContext for Opaques {}
+
+    impl ProducerContext for Opaques {
+        type DeliveryOpaque = usize;
+
+        fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+            if result.is_err() {
+                self.0.lock().unwrap().push(opaque);
+            }
+        }
+    }
+
+    /// A producer whose broker address refuses connections: records stay queued.
+    fn unconnected_producer(max_queued_records: &str) -> ThreadedProducer<Opaques> {
+        ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("queue.buffering.max.messages", max_queued_records)
+            .set("log_level", "0")
+            .create_with_context(Opaques::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn records_sent_through_a_handle_report_their_opaque() {
+        let producer = unconnected_producer("100");
+        let handle = TopicHandle::new(&producer, "bench-handle").unwrap();
+        handle.send(b"value", Some(b"key"), 42).unwrap();
+        handle.send(b"value", None, 7).unwrap();
+        assert_eq!(producer.in_flight_count(), 2);
+        producer.purge(PurgeConfig::default().queue());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while producer.context().0.lock().unwrap().len() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut opaques = producer.context().0.lock().unwrap().clone();
+        opaques.sort_unstable();
+        assert_eq!(opaques, [7, 42]);
+    }
+
+    #[test]
+    fn a_full_queue_is_reported_as_queue_full() {
+        let producer = unconnected_producer("1");
+        let handle = TopicHandle::new(&producer, "bench-handle").unwrap();
+        handle.send(b"first", None, 1).unwrap();
+        assert_eq!(
+            handle.send(b"second", None, 2),
+            Err(RDKafkaErrorCode::QueueFull)
+        );
+        producer.purge(PurgeConfig::default().queue());
+    }
+}
