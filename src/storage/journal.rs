@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::fsync;
+use super::fsync::{self, WriteBack};
 use super::segment::write_all_vectored_at;
 
 /// The folder, inside the data directory, that holds the journal files.
@@ -65,26 +65,6 @@ const ZERO_CHUNK_BYTES: usize = 4 << 10;
 /// the journal's own small writes and flushes, instead of the whole file at its final
 /// fsync (16 MiB by default, which stalled durable acknowledgements for 10-16 ms).
 const ZERO_WRITEBACK_STEP_BYTES: u64 = 256 << 10;
-
-/// Writes `len` bytes of `file` from `offset` to the device and waits for them
-/// (`sync_file_range` with both wait flags): no device cache flush and no metadata, only
-/// this range's data off the page cache, so a later fsync has little left to write.
-fn write_back_and_wait(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-        | libc::SYNC_FILE_RANGE_WRITE
-        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    let (offset, len) = (
-        i64::try_from(offset).map_err(io::Error::other)?,
-        i64::try_from(len).map_err(io::Error::other)?,
-    );
-    // SAFETY: the descriptor is open (borrowed from `file`) and no memory is passed.
-    if unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
 
 /// One appended run of batches, as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +118,12 @@ impl JournalFile {
             write_all_vectored_at(&journal.file, &[&zeros[..len]], written)?;
             written += len as u64;
             if written - written_back >= ZERO_WRITEBACK_STEP_BYTES || written == zeroed_bytes {
-                write_back_and_wait(&journal.file, written_back, written - written_back)?;
+                fsync::write_back(
+                    &journal.file,
+                    written_back,
+                    written - written_back,
+                    WriteBack::AndWait,
+                )?;
                 written_back = written;
             }
         }

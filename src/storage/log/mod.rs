@@ -23,6 +23,7 @@ pub use producers::{marker_of, Marker};
 
 use super::batch::{self, BatchHeader, BatchIter, TimestampType};
 use super::error::StorageError;
+use super::fsync::{self, WriteBack};
 use super::producer_state::ProducerState;
 use super::records::{self, Record};
 use super::segment::{self, IndexPolicy, ReadPlan, Segment};
@@ -123,23 +124,13 @@ pub struct FlushPlan {
 }
 
 impl FlushPlan {
-    /// Starts writing the files' dirty pages to the device without waiting
-    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that when several partitions are
-    /// flushed together their data is in flight at once and the `fdatasync`s that follow
-    /// mostly wait for I/O already under way and share journal commits. This makes nothing
-    /// durable by itself. It does not consume a writeback error: the `fdatasync` still
-    /// reports it (only the waiting flags of `sync_file_range` advance the error cursor).
+    /// Starts writing the files' dirty pages to the device without waiting, so that the
+    /// flusher can have the next partition's data under way while it fsyncs this one (see
+    /// `broker::flusher`). This makes nothing durable by itself and does not consume a
+    /// writeback error: the `fdatasync` still reports it.
     pub fn start_writeback(&self) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
         for file in &self.files {
-            // SAFETY: the descriptor is open (held by `file`); offset 0 with length 0 means
-            // the whole file, and no memory is passed.
-            let rc = unsafe {
-                libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
-            };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            fsync::write_back(file, 0, 0, WriteBack::Start)?;
         }
         Ok(())
     }
@@ -149,9 +140,9 @@ impl FlushPlan {
     pub fn sync_data(&self) -> std::io::Result<()> {
         self.files
             .iter()
-            .try_for_each(|file| crate::storage::fsync::sync_data(file))?;
+            .try_for_each(|file| fsync::sync_data(file))?;
         match self.dir.as_ref().map(|(dir, _)| File::open(dir)) {
-            Some(Ok(dir)) => crate::storage::fsync::sync_all(&dir),
+            Some(Ok(dir)) => fsync::sync_all(&dir),
             // Renamed or removed by a topic deletion meanwhile (as Kafka, nothing to keep).
             Some(Err(err)) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Some(Err(err)) => Err(err),
