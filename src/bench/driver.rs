@@ -21,7 +21,7 @@ use super::clients::{
 };
 use super::device::BlockDevice;
 use super::limits::{drop_page_cache, fill_random};
-use super::noise::{CpuTicks, HiccupMeter};
+use super::noise::{CpuTicks, HiccupMeter, PunctualSleeps};
 use super::stats::{unix_micros, Latency, Percentiles};
 use super::topic_handle::TopicHandle;
 use super::workloads::{
@@ -371,6 +371,8 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
     };
     let load = spec.load();
     let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+    // Fixed-rate sends are scheduled by sleeping; see `PunctualSleeps`.
+    let _punctual = matches!(load, Load::Rate(_)).then(PunctualSleeps::start);
     let start = Instant::now();
     let start_us = unix_micros();
     let mut sent_records = 0u64;

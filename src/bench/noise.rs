@@ -1,7 +1,8 @@
 //! How much the machine itself disturbed a phase, independent of any broker: CPU time the
 //! hypervisor stole from this virtual machine (`/proc/stat`), and how late a thread that
 //! only sleeps wakes up (a "hiccup" meter: the latency floor any process on the machine
-//! sees at that moment). A broker's tail latency cannot be read below these.
+//! sees at that moment). A broker's tail latency cannot be read below these. Also the
+//! harness's own punctuality: fixed-rate sends sleep with the finest timer slack.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -86,9 +87,65 @@ impl HiccupMeter {
     }
 }
 
+/// While alive, this thread's sleeps end as close to their deadline as the kernel can: its
+/// timer slack is 1 ns instead of Linux's default 50 us, which lets every sleep end up to
+/// 50 us late. A fixed-rate producer sleeps until each record is due and its latencies
+/// count from that instant, so the default slack would add the load generator's own
+/// lateness to every figure. The previous slack is restored on drop.
+pub struct PunctualSleeps {
+    previous_slack_ns: Option<libc::c_ulong>,
+}
+
+impl PunctualSleeps {
+    const SLACK_NS: libc::c_ulong = 1;
+
+    pub fn start() -> PunctualSleeps {
+        // SAFETY: PR_GET_TIMERSLACK takes no pointers and returns this thread's slack (or
+        // -1 on error).
+        let previous = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+        let previous_slack_ns = libc::c_ulong::try_from(previous).ok();
+        if previous_slack_ns.is_some() {
+            set_timer_slack_ns(Self::SLACK_NS);
+        }
+        PunctualSleeps { previous_slack_ns }
+    }
+}
+
+impl Drop for PunctualSleeps {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous_slack_ns {
+            set_timer_slack_ns(previous);
+        }
+    }
+}
+
+/// Sets this thread's timer slack; a failure leaves it as it was, which only makes sleeps
+/// coarser.
+fn set_timer_slack_ns(slack_ns: libc::c_ulong) {
+    // SAFETY: PR_SET_TIMERSLACK takes the value itself, no pointers, and affects only the
+    // calling thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, slack_ns, 0, 0, 0) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn timer_slack_ns() -> libc::c_int {
+        // SAFETY: as in `PunctualSleeps::start`.
+        unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) }
+    }
+
+    #[test]
+    fn punctual_sleeps_set_the_finest_timer_slack_and_restore_the_previous_one() {
+        let before = timer_slack_ns();
+        assert!(before > 0, "prctl(PR_GET_TIMERSLACK) failed");
+        {
+            let _punctual = PunctualSleeps::start();
+            assert_eq!(timer_slack_ns(), 1);
+        }
+        assert_eq!(timer_slack_ns(), before);
+    }
 
     #[test]
     fn steal_is_the_eighth_field_and_guest_time_is_not_counted_twice() {
