@@ -1,8 +1,8 @@
-//! The librdkafka side: the admin client that creates and deletes the harness's topics, the
-//! producer context that records acknowledgement latency and batch sizes, and the readers
-//! (plain assigned consumers or consumer-group members) that record end-to-end latency.
+//! The librdkafka side: the admin client that creates and deletes the harness's topics, and
+//! the readers (plain assigned consumers or consumer-group members) that record end-to-end
+//! latency. The producer is `producer.rs`.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::stats::{unix_micros, Latency};
@@ -111,98 +110,6 @@ impl Admin {
         }
         Ok(elapsed)
     }
-}
-
-/// Acknowledgements seen by a producer.
-#[derive(Debug, Default)]
-pub struct Acks {
-    pub latency: Latency,
-    /// When the newest acknowledgement arrived, in UNIX microseconds.
-    pub last_at_us: Option<u64>,
-}
-
-/// The producer's context: each record's delivery opaque is the microsecond (UNIX time) it
-/// was due to be sent; the delivery report turns it into acknowledgement latency.
-#[derive(Debug, Default)]
-pub struct ProducerStats {
-    pub acks: Mutex<Acks>,
-    pub acked_records: AtomicU64,
-    pub acked_bytes: AtomicU64,
-    pub failed_records: AtomicU64,
-    pub failures: ErrorLog,
-    pub client_errors: ErrorLog,
-    /// Sums over librdkafka's per-interval `batchcnt` windows: records and batches.
-    pub batched_records: AtomicI64,
-    pub batches: AtomicI64,
-    pub statistics_reports: AtomicU64,
-}
-
-impl ClientContext for ProducerStats {
-    fn stats_raw(&self, statistics: &[u8]) {
-        let (records, batches) = batch_counts(&String::from_utf8_lossy(statistics));
-        self.batched_records.fetch_add(records, Ordering::Relaxed);
-        self.batches.fetch_add(batches, Ordering::Relaxed);
-        self.statistics_reports.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.client_errors.push(format!("{error}: {reason}"));
-    }
-}
-
-impl ProducerContext for ProducerStats {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, due_us: usize) {
-        match result {
-            Ok(message) => {
-                // One clock read per record: at a million records a second each read
-                // (about 30 ns here) is a few percent of a core the clients share.
-                let now_us = unix_micros();
-                let latency = now_us.saturating_sub(due_us as u64);
-                let bytes = message.payload_len() + message.key().map_or(0, <[u8]>::len);
-                self.acked_records.fetch_add(1, Ordering::Relaxed);
-                self.acked_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-                let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-                acks.latency.record(latency);
-                acks.last_at_us = Some(now_us);
-            }
-            Err((error, _)) => {
-                self.failed_records.fetch_add(1, Ordering::Relaxed);
-                self.failures.push(error.to_string());
-            }
-        }
-    }
-}
-
-/// Sums `sum` and `cnt` of every `"batchcnt"` window in a librdkafka statistics document
-/// (one per topic): records sent in batches, and batches.
-pub fn batch_counts(statistics: &str) -> (i64, i64) {
-    let number_after = |window: &str, key: &str| -> i64 {
-        window
-            .split(key)
-            .nth(1)
-            .map(|rest| {
-                rest.trim_start_matches([':', ' '])
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit() || *c == '-')
-                    .collect::<String>()
-            })
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    let mut records = 0;
-    let mut batches = 0;
-    for part in statistics.split("\"batchcnt\"").skip(1) {
-        let Some(open) = part.find('{') else { continue };
-        let Some(close) = part[open..].find('}') else {
-            continue;
-        };
-        let window = &part[open..open + close];
-        records += number_after(window, "\"sum\"");
-        batches += number_after(window, "\"cnt\"");
-    }
-    (records, batches)
 }
 
 /// A reader's context: client errors only.
@@ -382,7 +289,7 @@ pub fn read(
         errors,
         ..ReaderOutcome::default()
     };
-    // One clock read per record (see `ProducerStats::delivery`), also used for the deadline.
+    // One clock read per record, also used for the deadline.
     let mut now_us = unix_micros();
     while !control.done(outcome.records, now_us) {
         let polled = consumer.poll(Duration::from_millis(50));
@@ -410,15 +317,6 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batch_counts_from_statistics() {
-        let stats = r#"{"name":"p","topics":{"a":{"topic":"a","batchsize":{"min":1,"sum":999,"cnt":3},
-            "batchcnt": { "min":1, "max":6161, "avg":304, "sum":3040, "stddev": 1, "p50":2, "cnt":10, "hdrsize":1 },
-            "partitions":{}},"b":{"batchcnt":{"sum":5,"cnt":1}}}}"#;
-        assert_eq!(batch_counts(stats), (3045, 11));
-        assert_eq!(batch_counts("{}"), (0, 0));
-    }
 
     #[test]
     fn readers_stop_at_target_or_deadline() {

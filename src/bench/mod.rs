@@ -12,6 +12,7 @@ pub mod device;
 pub mod driver;
 pub mod limits;
 pub mod noise;
+pub mod producer;
 pub mod report;
 pub mod stats;
 pub mod topic_handle;

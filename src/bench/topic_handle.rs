@@ -16,7 +16,7 @@ use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
 use rdkafka::bindings as rdsys;
-use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// `RD_KAFKA_PARTITION_UA`: let the topic's partitioner choose (what `send` does without a
@@ -31,22 +31,18 @@ pub struct TopicHandle<'p> {
 }
 
 impl<'p> TopicHandle<'p> {
-    /// A handle for `topic` with the producer's default topic configuration (the same one
-    /// `send` uses).
-    pub fn new<C: ProducerContext + 'static>(
-        producer: &'p ThreadedProducer<C>,
+    /// A handle for `topic` of the producer `client`, with its default topic configuration
+    /// (the same one `send` uses).
+    pub fn new<C: ClientContext>(
+        client: &'p Client<C>,
         topic: &str,
     ) -> Result<TopicHandle<'p>, String> {
         let name = CString::new(topic).map_err(|e| format!("topic name {topic:?}: {e}"))?;
-        // SAFETY: the client pointer is live for `'p` (the producer is borrowed that long);
+        // SAFETY: the client pointer is live for `'p` (the client is borrowed that long);
         // `name` is a NUL-terminated string librdkafka copies; a null configuration means
         // the client's default topic configuration, which librdkafka copies too.
         let handle = unsafe {
-            rdsys::rd_kafka_topic_new(
-                producer.client().native_ptr(),
-                name.as_ptr(),
-                ptr::null_mut(),
-            )
+            rdsys::rd_kafka_topic_new(client.native_ptr(), name.as_ptr(), ptr::null_mut())
         };
         let handle = NonNull::new(handle).ok_or_else(|| {
             // SAFETY: reads librdkafka's thread-local last error; no arguments.
@@ -60,7 +56,7 @@ impl<'p> TopicHandle<'p> {
     }
 
     /// Queues one record (librdkafka copies `value` and `key`); `due_us` comes back as the
-    /// delivery opaque of `ProducerStats::delivery`, as with `BaseRecord::with_opaque_to`.
+    /// delivery opaque of its report (see `producer.rs`), as with `BaseRecord::with_opaque_to`.
     pub fn send(
         &self,
         value: &[u8],
@@ -103,67 +99,27 @@ impl Drop for TopicHandle<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-    use std::time::{Duration, Instant};
-
     use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{DeliveryResult, PurgeConfig};
-    use rdkafka::ClientContext;
 
+    use super::super::producer::Producer;
     use super::*;
-
-    /// Collects the delivery opaques of failed deliveries.
-    #[derive(Default)]
-    struct Opaques(Mutex<Vec<usize>>);
-
-    impl ClientContext for Opaques {}
-
-    impl ProducerContext for Opaques {
-        type DeliveryOpaque = usize;
-
-        fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-            if result.is_err() {
-                self.0.lock().unwrap().push(opaque);
-            }
-        }
-    }
-
-    /// A producer whose broker address refuses connections: records stay queued.
-    fn unconnected_producer(max_queued_records: &str) -> ThreadedProducer<Opaques> {
-        ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .set("queue.buffering.max.messages", max_queued_records)
-            .set("log_level", "0")
-            .create_with_context(Opaques::default())
-            .unwrap()
-    }
-
-    #[test]
-    fn records_sent_through_a_handle_report_their_opaque() {
-        let producer = unconnected_producer("100");
-        let handle = TopicHandle::new(&producer, "bench-handle").unwrap();
-        handle.send(b"value", Some(b"key"), 42).unwrap();
-        handle.send(b"value", None, 7).unwrap();
-        assert_eq!(producer.in_flight_count(), 2);
-        producer.purge(PurgeConfig::default().queue());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while producer.context().0.lock().unwrap().len() < 2 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let mut opaques = producer.context().0.lock().unwrap().clone();
-        opaques.sort_unstable();
-        assert_eq!(opaques, [7, 42]);
-    }
 
     #[test]
     fn a_full_queue_is_reported_as_queue_full() {
-        let producer = unconnected_producer("1");
-        let handle = TopicHandle::new(&producer, "bench-handle").unwrap();
+        // The broker address refuses connections, so records stay queued.
+        let producer = Producer::new(
+            ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .set("queue.buffering.max.messages", "1")
+                .set("message.timeout.ms", "100")
+                .set("log_level", "0"),
+        )
+        .unwrap();
+        let handle = TopicHandle::new(producer.client(), "bench-handle").unwrap();
         handle.send(b"first", None, 1).unwrap();
         assert_eq!(
             handle.send(b"second", None, 2),
             Err(RDKafkaErrorCode::QueueFull)
         );
-        producer.purge(PurgeConfig::default().queue());
     }
 }

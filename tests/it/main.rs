@@ -1,6 +1,8 @@
 //! Integration tests: the real `ferry` binary with real clients (librdkafka through the
 //! `rdkafka` crate, kafka-python, raw sockets for hostile input).
 
+#[cfg(feature = "bench")]
+mod bench;
 mod consumer_process;
 mod crash;
 mod disk_full;
