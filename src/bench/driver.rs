@@ -14,14 +14,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::broker_process::{DiskBytes, ProcessProbe};
-use super::clients::{
-    self, Admin, ErrorLog, ReaderControl, ReaderMode, ReaderOutcome, ReaderSpec,
-    STATISTICS_INTERVAL_MS,
-};
+use super::clients::{Admin, ErrorLog, STATISTICS_INTERVAL_MS};
 use super::device::BlockDevice;
 use super::limits::{drop_page_cache, fill_random};
 use super::noise::{CpuTicks, HiccupMeter, PunctualSleeps};
 use super::producer::{Producer, ProducerStats};
+use super::reader::{Reader, ReaderControl, ReaderMode, ReaderOutcome, ReaderSpec};
 use super::stats::{unix_micros, Latency, Percentiles};
 use super::topic_handle::TopicHandle;
 use super::workloads::{
@@ -499,8 +497,7 @@ fn spawn_readers(
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let control = Arc::clone(control);
         handles.push(thread::spawn(move || {
-            let attached = clients::start_reader(&reader);
-            let (consumer, errors) = match attached {
+            let mut attached = match Reader::attach(&reader) {
                 Ok(attached) => attached,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e.clone()));
@@ -509,15 +506,10 @@ fn spawn_readers(
             };
             if reader.measure_e2e {
                 // Live phases only: nothing is produced yet, so nothing is lost.
-                settle(&consumer);
+                attached.settle(READER_SETTLE);
             }
             let _ = ready_tx.send(Ok(()));
-            Ok(clients::read(
-                &consumer,
-                errors,
-                &control,
-                reader.measure_e2e,
-            ))
+            Ok(attached.read(&control, reader.measure_e2e))
         }));
         ready.push(ready_rx);
     }
@@ -532,14 +524,6 @@ fn spawn_readers(
         }
     }
     Ok(handles)
-}
-
-fn settle(consumer: &BaseConsumer<clients::ReaderContext>) {
-    let until = Instant::now() + READER_SETTLE;
-    while Instant::now() < until {
-        // Nothing is produced yet; polling drives the client's start-up.
-        let _ = consumer.poll(Duration::from_millis(50));
-    }
 }
 
 fn join_readers(handles: Vec<ReaderThread>) -> Result<Vec<ReaderOutcome>, String> {

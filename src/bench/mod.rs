@@ -13,6 +13,7 @@ pub mod driver;
 pub mod limits;
 pub mod noise;
 pub mod producer;
+pub mod reader;
 pub mod report;
 pub mod stats;
 pub mod topic_handle;
