@@ -9,8 +9,8 @@
 //! while the client worked. On the development VM, W5's cold catch-up (16 partitions read
 //! from the start with a dropped page cache) went from 276-305 MiB/s and a fetch p50 of
 //! 25-31 ms to 519-542 MiB/s and 10-11 ms, as fast as the warm read of the same data,
-//! with hints reaching two reads ahead (the caller's choice); one read ahead gave 312-324
-//! MiB/s (docs/performance.md). An earlier attempt, `posix_fadvise(WILLNEED)` inline in
+//! with hints reaching two reads ahead (the caller's choice, since raised to four for a
+//! faster reader); one read ahead gave 312-324 MiB/s (docs/performance.md). An earlier attempt, `posix_fadvise(WILLNEED)` inline in
 //! the fetch over the region being sent and as much again after it, made these reads
 //! slower instead.
 //!
