@@ -46,6 +46,19 @@ pub const UNRESERVED_FRAME_BYTES: usize = 64 * 1024;
 /// larger than this (a fetch of up to `fetch.max.bytes`) waits alone.
 pub const MAX_QUEUED_RESPONSE_BYTES: usize = 1024 * 1024;
 
+/// File regions (the records of a Fetch response) up to this many bytes are read into the
+/// write buffer and go out with the response's other bytes in one write; larger ones are
+/// sent with `sendfile` after the buffer is flushed. A response of a few records (a
+/// consumer that keeps up) used to go out as three sends (the buffered bytes before the
+/// region, `sendfile`, the bytes after it), and over loopback each send wakes the client's
+/// reading thread in the sender's own system call: a profile of W3's default-flush phase
+/// (5,000 records/s) on the development VM had a quarter of the broker's CPU in sends and
+/// wake-ups. Counted with `perf stat` during that phase, the broker's sends fell from 3.2
+/// to 0.6-1.2 per record and its context switches from 2.0-2.4 to 1.2-1.8. The copy is
+/// cheap at this size; catch-up reads of up to a partition's fetch size (1 MiB in
+/// librdkafka) still go without one.
+const COPIED_REGION_MAX_BYTES: usize = 16 * 1024;
+
 /// Why reading a frame stopped.
 #[derive(Debug)]
 enum FrameError {
@@ -293,16 +306,23 @@ async fn write_within(
     Ok(())
 }
 
-/// Writes a frame's chunks in order: bytes through the buffer, file regions with
-/// `sendfile` after flushing the buffer.
+/// Writes a frame's chunks in order: bytes through the buffer, small file regions read
+/// into it (see `COPIED_REGION_MAX_BYTES`), larger ones with `sendfile` after flushing the
+/// buffer. `scratch` is a reused buffer for the small regions.
 async fn write_frame_within(
     writer: &mut BufWriter<OwnedWriteHalf>,
     frame: &OutFrame,
+    scratch: &mut Vec<u8>,
     idle: Duration,
 ) -> std::io::Result<()> {
     for chunk in &frame.chunks {
         match chunk {
             Chunk::Bytes(bytes) => write_within(writer, bytes, idle).await?,
+            Chunk::File(region) if region.len <= COPIED_REGION_MAX_BYTES => {
+                scratch.clear();
+                region.read_into(scratch)?;
+                write_within(writer, scratch, idle).await?;
+            }
             Chunk::File(region) => {
                 flush_within(writer, idle).await?;
                 send_file_within(writer.get_ref(), region, idle).await?;
@@ -406,6 +426,7 @@ async fn write_replies(
     latency: Arc<RequestLatency>,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
+    let mut scratch = Vec::with_capacity(COPIED_REGION_MAX_BYTES);
     while let Some(queued) = pending.recv().await {
         let frame = match queued.reply {
             Reply::Ready(frame) => frame,
@@ -429,7 +450,7 @@ async fn write_replies(
                 break;
             }
         };
-        if let Err(err) = write_frame_within(&mut writer, &frame, idle).await {
+        if let Err(err) = write_frame_within(&mut writer, &frame, &mut scratch, idle).await {
             log_write_error(peer, &err);
             return;
         }
@@ -445,5 +466,65 @@ async fn write_replies(
     }
     if flush_within(&mut writer, idle).await.is_ok() {
         let _ = tokio::time::timeout(idle, writer.shutdown()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A frame of bytes around a small region (copied into the buffer) and a large one
+    /// (sent with `sendfile`) arrives byte for byte as `OutFrame::to_vec` reads it.
+    #[tokio::test]
+    async fn small_regions_are_copied_large_ones_sent_and_the_order_kept() {
+        let mut file = tempfile::tempfile().unwrap();
+        let contents: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&contents).unwrap();
+        let file = Arc::new(file);
+        let region = |position: u64, len: usize| {
+            Chunk::File(FileRegion {
+                file: Arc::clone(&file),
+                position,
+                len,
+            })
+        };
+        let frame = OutFrame {
+            chunks: vec![
+                Chunk::Bytes(Bytes::from_static(b"header")),
+                region(7, 100),
+                Chunk::Bytes(Bytes::from_static(b"between")),
+                region(1_000, COPIED_REGION_MAX_BYTES + 1),
+                region(150_000, COPIED_REGION_MAX_BYTES),
+                Chunk::Bytes(Bytes::from_static(b"trailer")),
+            ],
+        };
+        let expected = frame.to_vec().unwrap();
+        assert_eq!(&expected[6..106], &contents[7..107]);
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (mut client, (server, _)) = (client.unwrap(), accepted.unwrap());
+        let (_read_half, write_half) = server.into_split();
+        let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
+        let mut scratch = Vec::new();
+        let idle = Duration::from_secs(10);
+        let reading = async {
+            let mut received = vec![0u8; expected.len()];
+            client.read_exact(&mut received).await.map(|_| received)
+        };
+        let writing = async {
+            write_frame_within(&mut writer, &frame, &mut scratch, idle).await?;
+            flush_within(&mut writer, idle).await
+        };
+        let (received, written) = tokio::join!(reading, writing);
+        written.unwrap();
+        assert_eq!(received.unwrap(), expected);
     }
 }
