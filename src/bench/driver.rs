@@ -44,13 +44,18 @@ pub const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 pub const READER_SETTLE: Duration = Duration::from_millis(500);
 /// How often the broker's RSS is sampled during a phase (besides its peak counter).
 const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
-/// Unthrottled producers read the clock once per this many records and stamp them all with
-/// it: librdkafka already reads two clocks per record, and a profile of W1's producing
-/// thread (the harness's bottleneck) put our own per-record read at about a tenth of its
-/// time. A stamp is then at most the time to queue 15 records early (about 15 us at a
-/// million records a second; the clock is read again after every wait for queue space),
-/// which can only overstate a latency, by that much.
-const CLOCK_READ_EVERY_RECORDS: u64 = 16;
+/// Records an unthrottled producer queues per call, all stamped with one clock reading
+/// (`TopicHandle::send_copies` says why batches). A stamp is then at most the time to
+/// queue 63 records early (about 30 us at two million records a second; the clock is read
+/// again after every wait for queue space), which can only overstate a latency, by that
+/// much. librdkafka itself reads two clocks per record through `rd_kafka_produce`, and a
+/// profile of W1's producing thread (the harness's bottleneck) put clock reads at about a
+/// fifth of its time.
+const SEND_BATCH_RECORDS: usize = 64;
+/// Records an unthrottled producer sends to one partition before moving to the next, as
+/// librdkafka's sticky partitioner does with unkeyed records (it moves every
+/// `sticky.partitioning.linger.ms`, 10 ms: about this many records at 1.6 M/s).
+const STICKY_RECORDS: u64 = 16_384;
 /// Pause when librdkafka's queue is full before sending again.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_micros(500);
 /// Longest to wait after the flush for librdkafka's last statistics window.
@@ -364,7 +369,7 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
         .client()
         .fetch_metadata(Some(topic), Duration::from_secs(30))
         .map_err(|e| format!("metadata for {topic}: {e}"))?;
-    let handle = TopicHandle::new(producer.client(), topic)?;
+    let mut handle = TopicHandle::new(producer.client(), topic)?;
     let mut value = vec![0u8; spec.value_bytes];
     fill_random(&mut value, 0xbe9c_4a11);
     let duration = env.duration();
@@ -376,63 +381,21 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
     let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
     // Fixed-rate sends are scheduled by sleeping; see `PunctualSleeps`.
     let _punctual = matches!(load, Load::Rate(_)).then(PunctualSleeps::start);
-    let start = Instant::now();
     let start_us = unix_micros();
-    let mut sent_records = 0u64;
-    let mut sent_bytes = 0u64;
-    let mut now_us = start_us;
-    loop {
-        let due_us = match (byte_budget, load) {
-            (Some(_), _) | (None, Load::Unthrottled) => {
-                // As fast as possible: see `CLOCK_READ_EVERY_RECORDS`.
-                if sent_records.is_multiple_of(CLOCK_READ_EVERY_RECORDS) {
-                    now_us = unix_micros();
-                }
-                let done = match byte_budget {
-                    Some(budget) => sent_bytes >= budget,
-                    None => now_us.saturating_sub(start_us) >= duration_us,
-                };
-                if done {
-                    break;
-                }
-                now_us
-            }
-            (None, Load::Rate(per_s)) => {
-                let offset = Duration::from_nanos(
-                    u64::try_from(u128::from(sent_records) * 1_000_000_000 / u128::from(per_s))
-                        .unwrap_or(u64::MAX),
-                );
-                if offset >= duration {
-                    break;
-                }
-                let due = start + offset;
-                let now = Instant::now();
-                if due > now {
-                    thread::sleep(due - now);
-                }
-                start_us + u64::try_from(offset.as_micros()).unwrap_or(u64::MAX)
-            }
-        };
-        value[..8].copy_from_slice(&due_us.to_be_bytes());
-        let key = (sent_records % W4_DISTINCT_KEYS).to_be_bytes();
-        let key = (spec.key_bytes > 0).then(|| &key[..spec.key_bytes.min(key.len())]);
-        loop {
-            match handle.send(&value, key, due_us as usize) {
-                Ok(()) => break,
-                Err(RDKafkaErrorCode::QueueFull) => {
-                    thread::sleep(QUEUE_FULL_BACKOFF);
-                    // The records after this one are stamped no earlier than now.
-                    now_us = unix_micros();
-                }
-                Err(e) => {
-                    stats.failed_records.fetch_add(1, Ordering::Relaxed);
-                    stats.failures.push(format!("send: {e}"));
-                    break;
-                }
-            }
+    match (byte_budget, load) {
+        (None, Load::Rate(per_s)) => {
+            send_at_rate(&handle, &stats, spec, &mut value, per_s, duration, start_us);
         }
-        sent_records += 1;
-        sent_bytes += spec.record_bytes() as u64;
+        _ => {
+            if spec.key_bytes > 0 {
+                return Err("unthrottled phases send unkeyed records".to_string());
+            }
+            let until = match byte_budget {
+                Some(bytes) => Until::Bytes(bytes),
+                None => Until::Micros(duration_us),
+            };
+            send_unthrottled(&mut handle, &stats, spec, &mut value, start_us, until);
+        }
     }
     producer
         .flush(FLUSH_TIMEOUT)
@@ -457,6 +420,107 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
         start_us,
         seconds,
     })
+}
+
+/// When an unthrottled producer stops.
+#[derive(Clone, Copy)]
+enum Until {
+    /// After this many microseconds from the start.
+    Micros(u64),
+    /// Once this many bytes were queued (W5's backlog).
+    Bytes(u64),
+}
+
+/// Sends unkeyed records as fast as librdkafka takes them: `SEND_BATCH_RECORDS` at a time
+/// to one partition, moving to the next every `STICKY_RECORDS`. Failures go to `stats`.
+fn send_unthrottled(
+    handle: &mut TopicHandle<'_>,
+    stats: &ProducerStats,
+    spec: &PhaseSpec,
+    value: &mut [u8],
+    start_us: u64,
+    until: Until,
+) {
+    let partitions = u64::try_from(spec.partitions.max(1)).unwrap_or(1);
+    let mut sent_records = 0u64;
+    let mut now_us = start_us;
+    loop {
+        let done = match until {
+            Until::Micros(duration_us) => now_us.saturating_sub(start_us) >= duration_us,
+            Until::Bytes(budget) => sent_records * spec.record_bytes() as u64 >= budget,
+        };
+        if done {
+            break;
+        }
+        value[..8].copy_from_slice(&now_us.to_be_bytes());
+        // Below i32::MAX: the remainder of a division by an i32 partition count.
+        let partition = ((sent_records / STICKY_RECORDS) % partitions) as i32;
+        let mut left = SEND_BATCH_RECORDS;
+        while left > 0 {
+            let (queued, error) = handle.send_copies(partition, value, left, now_us as usize);
+            left -= queued.min(left);
+            sent_records += queued as u64;
+            match error {
+                None => {}
+                Some(RDKafkaErrorCode::QueueFull) => thread::sleep(QUEUE_FULL_BACKOFF),
+                Some(e) => {
+                    stats
+                        .failed_records
+                        .fetch_add(left as u64, Ordering::Relaxed);
+                    stats.failures.push(format!("send: {e}"));
+                    break;
+                }
+            }
+        }
+        // One clock read per batch (see `SEND_BATCH_RECORDS`), also for the deadline.
+        now_us = unix_micros();
+    }
+}
+
+/// Sends one record at a time, each when it is due (`start + i / per_s`), with the due time
+/// as its stamp, so a stall delays and is counted against every record due during it.
+fn send_at_rate(
+    handle: &TopicHandle<'_>,
+    stats: &ProducerStats,
+    spec: &PhaseSpec,
+    value: &mut [u8],
+    per_s: u64,
+    duration: Duration,
+    start_us: u64,
+) {
+    // The same moment as `start_us`, on the monotonic clock the schedule runs on.
+    let start = Instant::now();
+    let mut sent_records = 0u64;
+    loop {
+        let offset = Duration::from_nanos(
+            u64::try_from(u128::from(sent_records) * 1_000_000_000 / u128::from(per_s))
+                .unwrap_or(u64::MAX),
+        );
+        if offset >= duration {
+            break;
+        }
+        let due = start + offset;
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        let due_us = start_us + u64::try_from(offset.as_micros()).unwrap_or(u64::MAX);
+        value[..8].copy_from_slice(&due_us.to_be_bytes());
+        let key = (sent_records % W4_DISTINCT_KEYS).to_be_bytes();
+        let key = (spec.key_bytes > 0).then(|| &key[..spec.key_bytes.min(key.len())]);
+        loop {
+            match handle.send(value, key, due_us as usize) {
+                Ok(()) => break,
+                Err(RDKafkaErrorCode::QueueFull) => thread::sleep(QUEUE_FULL_BACKOFF),
+                Err(e) => {
+                    stats.failed_records.fetch_add(1, Ordering::Relaxed);
+                    stats.failures.push(format!("send: {e}"));
+                    break;
+                }
+            }
+        }
+        sent_records += 1;
+    }
 }
 
 /// A started reader thread: the handle yields its outcome.

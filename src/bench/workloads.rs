@@ -334,6 +334,10 @@ mod tests {
                 assert!(phases[..i].iter().all(|p| p.name != phase.name));
                 // Values carry the send timestamp in their first 8 bytes.
                 assert!(phase.value_bytes >= 8);
+                // The harness sends unthrottled records unkeyed, in batches.
+                if phase.load() == Load::Unthrottled && phase.creates_topic() {
+                    assert_eq!(phase.key_bytes, 0, "{}", phase.name);
+                }
             }
         }
         let w1 = WorkloadId::W1.phases();
