@@ -290,7 +290,7 @@ unsafe fn c_text(text: *const c_char) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::topic_handle::TopicHandle;
     use super::*;
 
@@ -301,13 +301,14 @@ mod tests {
         assert_eq!(batch_counts("{}"), (0, 0));
     }
 
-    /// A producer whose broker address refuses connections: records stay queued.
-    fn unconnected_producer(max_queued_records: &str) -> Producer {
+    /// A producer whose broker address refuses connections: records stay queued until
+    /// they time out (100 ms). Also used by `topic_handle`'s tests.
+    pub(in crate::bench) fn unconnected_producer(max_queued_records: &str) -> Producer {
         Producer::new(
             ClientConfig::new()
                 .set("bootstrap.servers", "127.0.0.1:1")
                 .set("queue.buffering.max.messages", max_queued_records)
-                .set("message.timeout.ms", "300")
+                .set("message.timeout.ms", "100")
                 .set("log_level", "0"),
         )
         .unwrap()

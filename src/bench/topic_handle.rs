@@ -157,22 +157,8 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use rdkafka::config::ClientConfig;
-
-    use super::super::producer::Producer;
+    use super::super::producer::tests::unconnected_producer;
     use super::*;
-
-    /// A producer whose broker address refuses connections, so records stay queued.
-    fn unconnected_producer(max_queued_records: &str) -> Producer {
-        Producer::new(
-            ClientConfig::new()
-                .set("bootstrap.servers", "127.0.0.1:1")
-                .set("queue.buffering.max.messages", max_queued_records)
-                .set("message.timeout.ms", "100")
-                .set("log_level", "0"),
-        )
-        .unwrap()
-    }
 
     #[test]
     fn a_batch_queues_what_fits_and_reports_the_rest_as_queue_full() {
