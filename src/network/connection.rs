@@ -2,12 +2,17 @@
 //! request order from a separate task so that a slow response (long-poll fetch, durable
 //! produce) never stops the next request from being read and started.
 //!
+//! Frames are read by their own task, up to `FRAMES_READ_AHEAD` ahead of the one being
+//! dispatched, so that receiving the next request overlaps the handling of this one (for a
+//! large Produce, the copy into the page cache) on another core.
+//!
 //! Memory bound: a frame's size is checked against `max_frame_bytes` before anything is
 //! allocated. A frame larger than `UNRESERVED_FRAME_BYTES` has its bytes reserved from a
 //! broker-wide semaphore (`queued.max.request.bytes`) until its handler's synchronous phase
-//! is done; smaller frames are not reserved (a connection reads one frame at a time, so they
-//! are bounded by `max.connections` × `UNRESERVED_FRAME_BYTES`, like the read buffer) and so
-//! never queue behind large bodies that are still arriving. Waiting for a reservation and
+//! is done; smaller frames are not reserved (a connection holds at most
+//! `FRAMES_READ_AHEAD + 2` frames: one dispatching, the read-ahead, one arriving; so they are
+//! bounded by `max.connections` × that many × `UNRESERVED_FRAME_BYTES`) and so never queue
+//! behind large bodies that are still arriving. Waiting for a reservation and
 //! waiting for body bytes are both bounded by `connections.max.idle.ms`, so a client that
 //! announces a large frame and stalls loses its connection and its reservation.
 //!
@@ -40,6 +45,12 @@ use proto_kafka::messages::ApiKey;
 /// Frames up to this many bytes are read without a `queued.max.request.bytes` reservation
 /// (the same size as a connection's read buffer).
 pub const UNRESERVED_FRAME_BYTES: usize = 64 * 1024;
+
+/// Complete request frames one connection holds read ahead of the one being dispatched.
+/// One is enough to overlap receiving with handling: profiled under W2 (1 MiB Produce
+/// requests), the connection's one task spent 0.53 cores copying batches into the page cache
+/// and 0.14 receiving the next request, one after the other.
+const FRAMES_READ_AHEAD: usize = 1;
 
 /// Encoded responses one connection may hold waiting to be written, in bytes. Beyond this
 /// the connection reads no further requests until the client reads; a single response
@@ -169,6 +180,56 @@ async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some((frame, permit)))
 }
 
+/// A complete request frame on its way from the reading task to dispatch.
+struct ReadFrame {
+    bytes: BytesMut,
+    /// Its share of `queued.max.request.bytes`, held until its handler's synchronous part
+    /// is done.
+    permit: Option<OwnedSemaphorePermit>,
+    /// When the last byte had been read, for `RequestLatency`.
+    read_at: Instant,
+}
+
+/// Reads frames and hands them on in order until the stream ends, a frame breaks a limit,
+/// shutdown, or dispatch stops taking them.
+async fn read_frames<R: AsyncRead + Unpin>(
+    read_half: R,
+    limits: ConnectionLimits,
+    memory: Arc<Semaphore>,
+    peer: SocketAddr,
+    frames: mpsc::Sender<ReadFrame>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    loop {
+        let frame = tokio::select! {
+            frame = read_frame(&mut reader, &limits, &memory) => frame,
+            _ = shutdown.changed() => return,
+        };
+        let (bytes, permit) = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(FrameError::Io(err)) => {
+                debug!(%peer, "connection closed: {err}");
+                return;
+            }
+            Err(err) => {
+                warn!(%peer, "closing connection: {err}");
+                return;
+            }
+        };
+        let read_at = Instant::now();
+        let frame = ReadFrame {
+            bytes,
+            permit,
+            read_at,
+        };
+        if frames.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// What a connection shares with the rest of the broker.
 #[derive(Clone)]
 pub struct Shared {
@@ -198,26 +259,22 @@ pub async fn serve(
     let (replies, pending) = mpsc::channel::<Queued>(limits.max_inflight_requests);
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     let writer = tokio::spawn(write_replies(write_half, pending, peer, idle, latency));
+    let (frames_read, mut frames) = mpsc::channel::<ReadFrame>(FRAMES_READ_AHEAD);
+    let reading = tokio::spawn(read_frames(
+        read_half,
+        limits,
+        memory,
+        peer,
+        frames_read,
+        shutdown.clone(),
+    ));
     let response_budget = Arc::new(Semaphore::new(MAX_QUEUED_RESPONSE_BYTES));
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    loop {
-        let frame = tokio::select! {
-            frame = read_frame(&mut reader, &limits, &memory) => frame,
-            _ = shutdown.changed() => break,
-        };
-        let (bytes, permit) = match frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(FrameError::Io(err)) => {
-                debug!(%peer, "connection closed: {err}");
-                break;
-            }
-            Err(err) => {
-                warn!(%peer, "closing connection: {err}");
-                break;
-            }
-        };
-        let read_at = Instant::now();
+    while let Some(ReadFrame {
+        bytes,
+        permit,
+        read_at,
+    }) = frames.recv().await
+    {
         let request = match decode_request_header(bytes.freeze()) {
             Ok(request) => request,
             Err(err) => {
@@ -267,6 +324,8 @@ pub async fn serve(
             break;
         }
     }
+    // The reader may be waiting for a frame that is not coming; the connection is done.
+    reading.abort();
     drop(replies);
     if let Err(err) = writer.await {
         error!(%peer, "connection writer task failed: {err}");
@@ -474,10 +533,71 @@ mod tests {
     use std::io::Write;
 
     use bytes::Bytes;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
+
+    /// While dispatch takes nothing, the reading task holds at most `FRAMES_READ_AHEAD`
+    /// frames in the channel plus the one it waits to hand on: large frames beyond that
+    /// stay unread in the socket and reserve none of `queued.max.request.bytes`.
+    #[tokio::test]
+    async fn frames_read_ahead_of_a_stalled_dispatch_are_bounded() {
+        const FRAME_BYTES: usize = UNRESERVED_FRAME_BYTES + 1;
+        const FRAMES_SENT: usize = FRAMES_READ_AHEAD + 4;
+        let memory_bytes = FRAME_BYTES * FRAMES_SENT;
+        let memory = Arc::new(Semaphore::new(memory_bytes));
+        let limits = ConnectionLimits {
+            max_frame_bytes: FRAME_BYTES,
+            max_frame_bytes_without_records: FRAME_BYTES,
+            max_inflight_requests: 8,
+            idle_timeout_ms: 10_000,
+        };
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let (frames_read, mut frames) = mpsc::channel(FRAMES_READ_AHEAD);
+        let (_shutdown, shutdown_seen) = watch::channel(false);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let reading = tokio::spawn(read_frames(
+            server,
+            limits,
+            Arc::clone(&memory),
+            peer,
+            frames_read,
+            shutdown_seen,
+        ));
+        let sending = tokio::spawn(async move {
+            let mut frame = (FRAME_BYTES as i32).to_be_bytes().to_vec();
+            frame.resize(4 + FRAME_BYTES, 7);
+            for _ in 0..FRAMES_SENT {
+                client.write_all(&frame).await?;
+            }
+            Ok::<_, std::io::Error>(client)
+        });
+        let held = FRAMES_READ_AHEAD + 1;
+        let reserved = || memory_bytes - memory.available_permits();
+        for _ in 0..200 {
+            if reserved() >= held * FRAME_BYTES {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            reserved(),
+            held * FRAME_BYTES,
+            "frames read ahead of dispatch"
+        );
+        assert!(!sending.is_finished(), "the rest must wait in the socket");
+
+        // Taking frames lets the rest through, in order and whole.
+        for _ in 0..FRAMES_SENT {
+            let frame = frames.recv().await.expect("every frame is handed on");
+            assert_eq!(frame.bytes.len(), FRAME_BYTES);
+        }
+        drop(sending.await.unwrap().unwrap());
+        reading.await.unwrap();
+        assert!(frames.recv().await.is_none());
+    }
 
     /// A frame of bytes around a small region (copied into the buffer) and a large one
     /// (sent with `sendfile`) arrives byte for byte as `OutFrame::to_vec` reads it.
