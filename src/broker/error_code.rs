@@ -21,7 +21,9 @@ pub fn code(err: KafkaError) -> i16 {
 /// Maps a storage failure to the code Kafka returns for the same situation.
 pub fn from_storage(err: &StorageError) -> i16 {
     let kafka = match err {
-        StorageError::Io { .. } | StorageError::LogOffline { .. } => KafkaError::KafkaStorageError,
+        StorageError::Io { .. }
+        | StorageError::LogOffline { .. }
+        | StorageError::Inconsistent { .. } => KafkaError::KafkaStorageError,
         StorageError::CorruptBatch(_) | StorageError::Records(_) => KafkaError::CorruptMessage,
         StorageError::InvalidRecord { .. } | StorageError::InvalidRecords { .. } => {
             KafkaError::InvalidRecord

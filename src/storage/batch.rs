@@ -199,13 +199,30 @@ impl BatchHeader {
         self.batch_length as usize + LOG_OVERHEAD_BYTES
     }
 
+    /// The batch's last offset. Saturates instead of overflowing: a batch from disk or
+    /// the wire may claim any base offset, and [`BatchHeader::offsets_in_range`] tells
+    /// whether its offsets are real.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
-    /// Offset one past the batch's last record.
+    /// Offset one past the batch's last record (saturating, as `last_offset`).
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
+    }
+
+    /// Whether the batch's offsets are ones a log can hold: a non-negative base offset and
+    /// a next offset that does not overflow. Checked for every batch whose offsets are
+    /// stored as they are (recovery, verbatim appends).
+    pub fn offsets_in_range(&self) -> bool {
+        self.base_offset >= 0
+            && self.last_offset_delta >= 0
+            && self
+                .base_offset
+                .checked_add(i64::from(self.last_offset_delta))
+                .and_then(|last| last.checked_add(1))
+                .is_some()
     }
 
     pub fn compression(&self) -> Result<Compression, BatchError> {

@@ -47,6 +47,9 @@ pub enum StorageError {
     /// An earlier write or fsync failed in a way that could not be undone; the log refuses
     /// further work until the broker restarts and recovers it.
     LogOffline { dir: PathBuf },
+    /// The log's files or offsets contradict each other in a way recovery cannot repair
+    /// (or a bug broke an invariant): the partition goes offline instead of serving them.
+    Inconsistent { dir: PathBuf, reason: String },
     /// The records inside a batch could not be read.
     Records(RecordsError),
     /// The producer's epoch or sequence is not acceptable.
@@ -66,7 +69,9 @@ impl StorageError {
     pub fn is_storage_failure(&self) -> bool {
         matches!(
             self,
-            StorageError::Io { .. } | StorageError::LogOffline { .. }
+            StorageError::Io { .. }
+                | StorageError::LogOffline { .. }
+                | StorageError::Inconsistent { .. }
         )
     }
 }
@@ -117,6 +122,9 @@ impl fmt::Display for StorageError {
                 "log {} is offline after an earlier I/O failure; restart the broker to recover it",
                 dir.display()
             ),
+            StorageError::Inconsistent { dir, reason } => {
+                write!(f, "log {} is inconsistent: {reason}", dir.display())
+            }
             StorageError::Records(err) => write!(f, "{err}"),
             StorageError::Sequence(err) => write!(f, "{err}"),
         }

@@ -28,6 +28,26 @@ impl fmt::Display for IndexCorrupt {
     }
 }
 
+/// `offset` relative to `base_offset`, if it fits the index formats' 32-bit field. Kafka
+/// writes it as a signed int, so relative offsets stay at or below `i32::MAX`.
+fn relative_to(base_offset: i64, offset: i64) -> Option<u32> {
+    let relative = offset.checked_sub(base_offset)?;
+    if relative > i64::from(i32::MAX) {
+        return None;
+    }
+    u32::try_from(relative).ok()
+}
+
+/// The offset a relative offset read from a file names, if the entry is valid: at most
+/// `i32::MAX` (the field is signed in Kafka's format) and not past `i64::MAX`. Every entry
+/// kept in memory passed this or [`relative_to`], so `base + relative` never overflows.
+fn absolute(base_offset: i64, relative_offset: u32) -> Option<i64> {
+    if i64::from(relative_offset) > i64::from(i32::MAX) {
+        return None;
+    }
+    base_offset.checked_add(i64::from(relative_offset))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct OffsetEntry {
     relative_offset: u32,
@@ -50,26 +70,42 @@ impl OffsetIndex {
     }
 
     /// Records that the batch ending at `last_offset` starts at `position`. Offsets and
-    /// positions must increase; the caller (the segment) guarantees both.
+    /// positions must increase and the offset must be expressible relative to the base;
+    /// an entry that breaks either rule is not recorded (the index is a sparse cache: a
+    /// missing entry only makes a lookup start scanning earlier). The segment rolls before
+    /// its offsets leave the relative range, so this does not happen.
     pub fn append(&mut self, last_offset: i64, position: u32) {
-        let relative_offset = u32::try_from(last_offset - self.base_offset)
-            .expect("segment rolls before relative offsets leave u32 range");
-        debug_assert!(self
+        let Some(relative_offset) = relative_to(self.base_offset, last_offset) else {
+            return;
+        };
+        let increases = self
             .entries
             .last()
-            .is_none_or(|e| e.relative_offset < relative_offset));
-        self.entries.push(OffsetEntry {
-            relative_offset,
-            position,
-        });
+            .is_none_or(|e| e.relative_offset < relative_offset && e.position < position);
+        if increases {
+            self.entries.push(OffsetEntry {
+                relative_offset,
+                position,
+            });
+        }
+    }
+
+    /// The last entry as `(absolute offset, position)`.
+    pub fn last_entry(&self) -> Option<(i64, u32)> {
+        self.entries
+            .last()
+            .map(|e| (self.base_offset + i64::from(e.relative_offset), e.position))
     }
 
     /// The position to start scanning from to find `target_offset`: the position of the
     /// greatest entry whose offset is at most the target, or 0.
     pub fn lookup(&self, target_offset: i64) -> u32 {
-        let Ok(relative) = u32::try_from(target_offset - self.base_offset) else {
+        if target_offset < self.base_offset {
             return 0;
-        };
+        }
+        // Beyond the relative range, every entry is at or below the target.
+        let relative =
+            u32::try_from(target_offset.saturating_sub(self.base_offset)).unwrap_or(u32::MAX);
         let count = self
             .entries
             .partition_point(|e| e.relative_offset <= relative);
@@ -106,6 +142,11 @@ impl OffsetIndex {
         for chunk in bytes.chunks_exact(OFFSET_ENTRY_BYTES) {
             let relative_offset = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
             let position = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
+            if absolute(base_offset, relative_offset).is_none() {
+                return Err(IndexCorrupt {
+                    reason: "relative offset outside the format's range",
+                });
+            }
             if let Some(last) = index.entries.last() {
                 if relative_offset <= last.relative_offset || position <= last.position {
                     return Err(IndexCorrupt {
@@ -149,28 +190,22 @@ impl TimeIndex {
     }
 
     /// Adds `(timestamp, offset)` if the timestamp is greater than the last entry's; the
-    /// index only grows in time.
+    /// index only grows in time. Like [`OffsetIndex::append`], an offset that does not
+    /// increase or is not expressible relative to the base is not recorded.
     pub fn maybe_append(&mut self, timestamp: i64, offset: i64) {
-        if self
+        let Some(relative_offset) = relative_to(self.base_offset, offset) else {
+            return;
+        };
+        let grows = self
             .entries
             .last()
-            .is_some_and(|e| e.timestamp >= timestamp)
-        {
-            return;
+            .is_none_or(|e| e.timestamp < timestamp && e.relative_offset <= relative_offset);
+        if grows {
+            self.entries.push(TimeEntry {
+                timestamp,
+                relative_offset,
+            });
         }
-        let relative_offset = u32::try_from(offset - self.base_offset)
-            .expect("segment rolls before relative offsets leave u32 range");
-        if self
-            .entries
-            .last()
-            .is_some_and(|e| e.relative_offset > relative_offset)
-        {
-            return;
-        }
-        self.entries.push(TimeEntry {
-            timestamp,
-            relative_offset,
-        });
     }
 
     /// The offset to start searching from for the first record with a timestamp at or
@@ -227,7 +262,9 @@ impl TimeIndex {
                     });
                 }
             }
-            if base_offset + i64::from(relative_offset) >= next_offset.max(base_offset + 1) {
+            let beyond_end = absolute(base_offset, relative_offset)
+                .is_none_or(|offset| offset >= next_offset.max(base_offset.saturating_add(1)));
+            if beyond_end {
                 return Err(IndexCorrupt {
                     reason: "offset beyond the end of the log",
                 });

@@ -136,6 +136,14 @@ pub struct RecoveryOutcome {
     pub batches: u64,
 }
 
+/// A trusted segment's end state, read from the batches after its last index entry.
+struct TailState {
+    next_offset: i64,
+    bytes_since_index_entry: u64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+}
+
 /// One segment of a partition's log.
 #[derive(Debug)]
 pub struct Segment {
@@ -229,7 +237,7 @@ impl Segment {
     }
 
     /// Opens an existing segment without reading its batches. Call [`Segment::recover`] or
-    /// [`Segment::load_indexes`] next.
+    /// [`Segment::load_trusted`] next.
     pub fn open(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
         let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
         let file = open_log_file(&log_path, false)?;
@@ -278,7 +286,9 @@ impl Segment {
     /// Whether a batch ending at `last_offset` can still be indexed relative to this
     /// segment's base (relative offsets are 32-bit in Kafka's index format).
     pub fn fits_relative_offset(&self, last_offset: i64) -> bool {
-        last_offset - self.base_offset <= i64::from(i32::MAX)
+        last_offset
+            .checked_sub(self.base_offset)
+            .is_some_and(|relative| (0..=i64::from(i32::MAX)).contains(&relative))
     }
 
     /// Appends `parts`, which together are `headers`' batches, at the end of the file with
@@ -355,7 +365,9 @@ impl Segment {
             let Ok(header) = batch::validate(batch) else {
                 break;
             };
-            if header.base_offset < expected_min || !self.fits_relative_offset(header.last_offset())
+            if header.base_offset < expected_min
+                || !header.offsets_in_range()
+                || !self.fits_relative_offset(header.last_offset())
             {
                 break;
             }
@@ -375,46 +387,92 @@ impl Segment {
         })
     }
 
-    /// Loads the `.index` and `.timeindex` files of a segment below the recovery point,
-    /// whose `next_offset` the caller knows from the following segment or checkpoint.
-    /// Returns false (and leaves the indexes empty) if either file is missing or fails its
-    /// checks; the caller then runs [`Segment::recover`].
-    pub fn load_indexes(&mut self, next_offset: i64) -> bool {
+    /// Loads the `.index` and `.timeindex` files of a segment the log trusts (below the
+    /// recovery point, or the last segment after a clean shutdown) and restores its end
+    /// state by scanning only the batches after the last index entry. `upper_bound` is the
+    /// next segment's base offset, which this segment's offsets must stay below (`None` for
+    /// the last segment).
+    ///
+    /// Returns false, leaving the segment to [`Segment::recover`], when an index file is
+    /// missing or fails its checks, or the files disagree with the log: the last index
+    /// entry does not name the batch it points at, the tail does not end exactly at the
+    /// end of the file, or an offset leaves `[base_offset, upper_bound)` or the range the
+    /// 32-bit relative offsets of the index format can express. An empty `.log` holds no
+    /// offsets: its next offset is its base offset.
+    pub fn load_trusted(&mut self, upper_bound: Option<i64>) -> io::Result<bool> {
         let offset_bytes = std::fs::read(self.index_path("index"));
         let time_bytes = std::fs::read(self.index_path("timeindex"));
         let (Ok(offset_bytes), Ok(time_bytes)) = (offset_bytes, time_bytes) else {
-            return false;
+            return Ok(false);
         };
-        let offset_index = OffsetIndex::decode(&offset_bytes, self.base_offset, self.size_bytes);
-        let time_index = TimeIndex::decode(&time_bytes, self.base_offset, next_offset);
-        let (Ok(offset_index), Ok(time_index)) = (offset_index, time_index) else {
-            return false;
+        let Ok(offset_index) =
+            OffsetIndex::decode(&offset_bytes, self.base_offset, self.size_bytes)
+        else {
+            return Ok(false);
         };
         self.offset_index = offset_index;
+        let Some(tail) = self.scan_tail()? else {
+            self.offset_index = OffsetIndex::new(self.base_offset);
+            return Ok(false);
+        };
+        let in_range = tail.next_offset >= self.base_offset
+            && upper_bound.is_none_or(|bound| tail.next_offset <= bound)
+            && (tail.next_offset == self.base_offset
+                || self.fits_relative_offset(tail.next_offset - 1));
+        let time_index = TimeIndex::decode(&time_bytes, self.base_offset, tail.next_offset);
+        let (true, Ok(time_index)) = (in_range, time_index) else {
+            self.offset_index = OffsetIndex::new(self.base_offset);
+            return Ok(false);
+        };
         self.time_index = time_index;
-        self.next_offset = next_offset;
-        true
+        self.next_offset = tail.next_offset;
+        self.bytes_since_index_entry = tail.bytes_since_index_entry;
+        let (index_ts, index_offset) = self.time_index.last_entry().unwrap_or((-1, -1));
+        (self.max_timestamp, self.offset_of_max_timestamp) = if tail.max_timestamp > index_ts {
+            (tail.max_timestamp, tail.offset_of_max_timestamp)
+        } else {
+            (index_ts, index_offset)
+        };
+        Ok(true)
     }
 
-    /// Scans the batches after the last index entry to restore `next_offset` and the max
-    /// timestamp of a segment whose indexes were loaded (no full scan). Returns false if the
-    /// tail does not end exactly at the end of the file.
-    pub fn restore_tail_state(&mut self) -> io::Result<bool> {
-        let (index_ts, index_offset) = self.time_index.last_entry().unwrap_or((-1, -1));
-        self.max_timestamp = index_ts;
-        self.offset_of_max_timestamp = index_offset;
+    /// Reads the batch headers from the last offset index entry to the end of the file.
+    /// `None` when they do not agree with the index or do not end exactly at the file's end.
+    fn scan_tail(&self) -> io::Result<Option<TailState>> {
+        let last_entry = self.offset_index.last_entry();
+        let start = last_entry.map_or(0, |(_, position)| u64::from(position));
         let mut scanner = HeaderScanner::new(&self.file, self.size_bytes);
-        let mut position = u64::from(self.offset_index.lookup(i64::MAX));
-        self.bytes_since_index_entry = self.size_bytes.saturating_sub(position);
-        while let Some(header) = scanner.header_at(position)? {
-            position += header.total_bytes() as u64;
-            self.next_offset = header.next_offset();
-            if header.max_timestamp > self.max_timestamp {
-                self.max_timestamp = header.max_timestamp;
-                self.offset_of_max_timestamp = header.last_offset();
+        let mut tail = TailState {
+            next_offset: self.base_offset,
+            bytes_since_index_entry: self.size_bytes.saturating_sub(start),
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+        };
+        let mut position = start;
+        let mut expected_min = self.base_offset;
+        loop {
+            let header = match scanner.header_at(position) {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(err) if err.kind() == io::ErrorKind::InvalidData => return Ok(None),
+                Err(err) => return Err(err),
+            };
+            let names_this_batch = last_entry.is_none_or(|(last_offset, at)| {
+                u64::from(at) != position || last_offset == header.last_offset()
+            });
+            if header.base_offset < expected_min || !header.offsets_in_range() || !names_this_batch
+            {
+                return Ok(None);
             }
+            expected_min = header.next_offset();
+            tail.next_offset = header.next_offset();
+            if header.max_timestamp > tail.max_timestamp {
+                tail.max_timestamp = header.max_timestamp;
+                tail.offset_of_max_timestamp = header.last_offset();
+            }
+            position += header.total_bytes() as u64;
         }
-        Ok(position == self.size_bytes)
+        Ok((position == self.size_bytes).then_some(tail))
     }
 
     /// Writes both index files (whole), e.g. when the segment rolls or at shutdown.
@@ -846,8 +904,7 @@ mod tests {
         append_batches(&mut segment, 0, 30);
         segment.write_indexes().unwrap();
         let mut loaded = Segment::open(dir.path(), 0, 0).unwrap();
-        assert!(loaded.load_indexes(30));
-        assert!(loaded.restore_tail_state().unwrap());
+        assert!(loaded.load_trusted(None).unwrap());
         assert_eq!(loaded.next_offset(), 30);
         assert_eq!(loaded.max_timestamp(), 1_029);
         let plan = loaded.time_read_plan(1_010);
@@ -855,6 +912,6 @@ mod tests {
         assert_eq!(header.base_offset, 10);
         std::fs::write(dir.path().join("00000000000000000000.index"), [1, 2, 3]).unwrap();
         let mut broken = Segment::open(dir.path(), 0, 0).unwrap();
-        assert!(!broken.load_indexes(30));
+        assert!(!broken.load_trusted(None).unwrap());
     }
 }

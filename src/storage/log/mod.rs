@@ -209,10 +209,14 @@ impl Log {
     }
 
     /// Opens an existing log directory. Segments wholly below the checkpointed recovery
-    /// point keep their on-disk indexes (if they pass their checks); later segments, or all
-    /// of them without a checkpoint, are scanned and validated batch by batch. The first
-    /// invalid batch truncates the log there and later segments are deleted (Kafka's
-    /// `LogLoader` rule). `clean_shutdown` skips the scan.
+    /// point (all of them after a clean shutdown) keep their on-disk indexes if those pass
+    /// their checks and agree with the `.log` (see [`Segment::load_trusted`]); the others,
+    /// or all of them without a checkpoint, are scanned and validated batch by batch. The
+    /// first invalid batch truncates the log there and later segments are deleted (Kafka's
+    /// `LogLoader` rule). Checkpointed offsets that contradict the files are repaired as
+    /// Kafka does: a recovery point beyond the log end is lowered to it, and a log start
+    /// beyond the log end starts the log afresh there. A negative checkpointed offset is
+    /// ignored.
     pub fn open(
         dir: &Path,
         config: LogConfig,
@@ -221,56 +225,22 @@ impl Log {
         now_ms: i64,
     ) -> Result<(Log, OpenReport), StorageError> {
         let bases = list_segment_bases(dir)?;
-        let log_start_checkpoint = checkpoint.map(|c| c.log_start_offset);
-        let Some(&first_base) = bases.first() else {
+        let log_start_checkpoint = checkpoint
+            .map(|c| c.log_start_offset)
+            .filter(|offset| *offset >= 0);
+        if bases.is_empty() {
             let start = log_start_checkpoint.unwrap_or(0);
             return Ok((
                 Log::create(dir, config, start, now_ms)?,
                 OpenReport::default(),
             ));
-        };
-        let recovery_point = match (clean_shutdown, checkpoint) {
-            (true, _) => i64::MAX,
-            (false, Some(c)) => c.recovery_point,
-            (false, None) => i64::MIN,
-        };
-        let policy = IndexPolicy {
-            index_interval_bytes: config.index_interval_bytes,
-        };
-        let mut report = OpenReport {
-            segments: bases.len(),
-            ..OpenReport::default()
-        };
-        let mut segments = BTreeMap::new();
-        let mut min_offset = log_start_checkpoint.unwrap_or(first_base).min(first_base);
-        for (i, &base) in bases.iter().enumerate() {
-            let mut seg = Segment::open(dir, base, now_ms)
-                .map_err(|e| StorageError::io("open segment", dir, e))?;
-            let next_base = bases.get(i + 1).copied();
-            let trusted = next_base.is_some_and(|next| next <= recovery_point)
-                || (next_base.is_none() && recovery_point == i64::MAX);
-            let loaded = trusted && seg.load_indexes(next_base.unwrap_or(i64::MAX)) && {
-                seg.restore_tail_state().unwrap_or(false)
-            };
-            if !loaded {
-                let outcome = seg
-                    .recover(policy, min_offset, |_, _| {})
-                    .map_err(|e| StorageError::io("recover segment", dir, e))?;
-                report.segments_recovered += 1;
-                if outcome.truncated_bytes > 0 {
-                    warn!(
-                        log = %dir.display(), segment = base, bytes = outcome.truncated_bytes,
-                        "truncated invalid bytes at the end of a segment during recovery"
-                    );
-                    report.truncated_bytes += outcome.truncated_bytes;
-                    segments.insert(base, seg);
-                    report.segments_deleted += delete_segments_after(dir, base, &bases)?;
-                    break;
-                }
-            }
-            min_offset = seg.next_offset();
-            segments.insert(base, seg);
         }
+        let recovery_point = match checkpoint {
+            Some(c) if c.recovery_point >= 0 => c.recovery_point,
+            _ => i64::MIN,
+        };
+        let (segments, report) =
+            load_segments(dir, &bases, &config, recovery_point, clean_shutdown, now_ms)?;
         let mut log = Log {
             dir: dir.to_path_buf(),
             config,
@@ -285,8 +255,14 @@ impl Log {
             offline: false,
             producers: ProducerState::default(),
         };
+        let recovery_point = if clean_shutdown {
+            i64::MAX
+        } else {
+            recovery_point
+        };
         log.finish_open(log_start_checkpoint, recovery_point, now_ms)?;
         log.load_producer_state()?;
+        log.check_invariants()?;
         Ok((log, report))
     }
 
@@ -296,21 +272,86 @@ impl Log {
         recovery_point: i64,
         now_ms: i64,
     ) -> Result<(), StorageError> {
-        let active = self
-            .segments
-            .values()
-            .next_back()
-            .expect("open keeps at least one segment");
-        self.log_end_offset = active.next_offset();
-        let first_base = *self.segments.keys().next().expect("at least one segment");
-        self.log_start_offset = log_start_checkpoint.unwrap_or(first_base).max(first_base);
-        if self.log_start_offset > self.log_end_offset {
-            // Everything was deleted up to a point beyond the data: start afresh there.
-            self.roll_to(self.log_start_offset, now_ms)?;
-            self.log_end_offset = self.log_start_offset;
+        self.log_end_offset = self.active_ref()?.next_offset();
+        let first_base = self.first_base()?;
+        let log_start = log_start_checkpoint.unwrap_or(first_base).max(first_base);
+        if log_start > self.log_end_offset {
+            // Everything up to a point beyond the data was deleted (DeleteRecords, or segment
+            // files removed by hand): as Kafka, start afresh there.
+            warn!(
+                log = %self.dir.display(), log_start_offset = log_start,
+                log_end_offset = self.log_end_offset,
+                "the checkpointed log start offset is beyond the log end: starting the log \
+                 afresh at the log start offset"
+            );
+            self.roll_to(log_start, now_ms)?;
+            self.log_end_offset = log_start;
         }
+        self.log_start_offset = log_start;
+        self.drop_segments_below(log_start)?;
         self.recovery_point = recovery_point.clamp(self.log_start_offset, self.log_end_offset);
         Ok(())
+    }
+
+    /// Checks the offsets that bound the log against each other and against its
+    /// segments: `0 <= log_start_offset <= recovery_point <= log_end_offset`, segments in
+    /// increasing, non-overlapping offset ranges, the log start inside the first segment
+    /// or at its base, and the log end at the active segment's end. Called when a log is
+    /// opened and after every change of those offsets other than an append; a violation
+    /// is a `StorageError::Inconsistent` and the caller takes the partition offline.
+    pub fn check_invariants(&self) -> Result<(), StorageError> {
+        let inconsistent = |reason: String| StorageError::Inconsistent {
+            dir: self.dir.clone(),
+            reason,
+        };
+        let (start, recovery, end) = (
+            self.log_start_offset,
+            self.recovery_point,
+            self.log_end_offset,
+        );
+        if !(0 <= start && start <= recovery && recovery <= end) {
+            return Err(inconsistent(format!(
+                "offsets out of order: log start {start}, recovery point {recovery}, log end {end}"
+            )));
+        }
+        let mut previous_end = i64::MIN;
+        for (base, segment) in &self.segments {
+            if *base != segment.base_offset()
+                || segment.next_offset() < *base
+                || *base < previous_end
+            {
+                return Err(inconsistent(format!(
+                    "segment {base} holds offsets [{}, {}) overlapping the previous segment's \
+                     end {previous_end}",
+                    segment.base_offset(),
+                    segment.next_offset()
+                )));
+            }
+            previous_end = segment.next_offset();
+        }
+        if previous_end != end {
+            return Err(inconsistent(format!(
+                "the log end {end} is not the active segment's end {previous_end}"
+            )));
+        }
+        if self.first_base()? > start {
+            return Err(inconsistent(format!(
+                "the log start {start} lies below the first segment"
+            )));
+        }
+        Ok(())
+    }
+
+    fn first_base(&self) -> Result<i64, StorageError> {
+        self.segments
+            .keys()
+            .next()
+            .copied()
+            .ok_or_else(|| self.no_segments())
+    }
+
+    fn no_segments(&self) -> StorageError {
+        no_segments(&self.dir)
     }
 
     pub fn dir(&self) -> &Path {
@@ -371,18 +412,22 @@ impl Log {
         self.offline
     }
 
-    fn active(&mut self) -> &mut Segment {
+    /// The segment appends go to: the last one. A log always has one (`create`, `open` and
+    /// every roll keep it so), so an error here means a bug, reported as an inconsistency
+    /// that takes the partition offline instead of a panic.
+    fn active(&mut self) -> Result<&mut Segment, StorageError> {
+        let dir = &self.dir;
         self.segments
             .values_mut()
             .next_back()
-            .expect("a log always has an active segment")
+            .ok_or_else(|| no_segments(dir))
     }
 
-    fn active_ref(&self) -> &Segment {
+    fn active_ref(&self) -> Result<&Segment, StorageError> {
         self.segments
             .values()
             .next_back()
-            .expect("a log always has an active segment")
+            .ok_or_else(|| self.no_segments())
     }
 
     /// Validates a producer's batch: exactly one v2 batch, intact, within size, not a
@@ -454,11 +499,14 @@ impl Log {
             }
         }
         let first_offset = self.log_end_offset;
-        self.maybe_roll(
-            records.len(),
-            first_offset + i64::from(header.last_offset_delta),
-            now_ms,
-        )?;
+        let last_offset = first_offset
+            .checked_add(i64::from(header.last_offset_delta))
+            .filter(|last| *last < i64::MAX)
+            .ok_or_else(|| StorageError::Inconsistent {
+                dir: self.dir.clone(),
+                reason: format!("no offsets left after the log end {first_offset}"),
+            })?;
+        self.maybe_roll(records.len(), last_offset, now_ms)?;
         header.base_offset = first_offset;
         let mut log_append_time_ms = -1;
         if self.config.timestamp_type == TimestampType::LogAppendTime {
@@ -533,6 +581,11 @@ impl Log {
         let mut headers = Vec::new();
         for item in BatchIter::new(batches) {
             let (_, header) = item?;
+            if !header.offsets_in_range() {
+                return Err(StorageError::InvalidRecord {
+                    reason: "the batch's offsets are negative or overflow",
+                });
+            }
             if header.base_offset < expected_min {
                 return Err(StorageError::OffsetsNotIncreasing {
                     batch_base_offset: header.base_offset,
@@ -575,7 +628,7 @@ impl Log {
         for (i, header) in headers.iter().enumerate() {
             let size = header.total_bytes();
             let run_bytes = position - run_start_byte;
-            let must_roll = self.needs_roll_with_pending(run_bytes, size, header, now_ms);
+            let must_roll = self.needs_roll_with_pending(run_bytes, size, header, now_ms)?;
             if must_roll {
                 self.write_to_active(
                     &[&batches[run_start_byte..position]],
@@ -599,28 +652,35 @@ impl Log {
         batch_bytes: usize,
         header: &BatchHeader,
         now_ms: i64,
-    ) -> bool {
-        let active = self.active_ref();
+    ) -> Result<bool, StorageError> {
+        let active = self.active_ref()?;
         let pending_empty = active.is_empty() && pending_bytes == 0;
         if pending_empty {
             // An empty active segment is re-based to the first batch if it would not fit.
-            return !active.fits_relative_offset(header.last_offset())
-                || header.base_offset > active.base_offset();
+            return Ok(!active.fits_relative_offset(header.last_offset())
+                || header.base_offset > active.base_offset());
         }
         let size_after = active.size_bytes() + (pending_bytes + batch_bytes) as u64;
-        size_after > self.config.segment_bytes
-            || now_ms - active.created_at_ms() >= self.config.segment_ms
-            || !active.fits_relative_offset(header.last_offset())
+        Ok(size_after > self.config.segment_bytes
+            || now_ms.saturating_sub(active.created_at_ms()) >= self.config.segment_ms
+            || !active.fits_relative_offset(header.last_offset()))
     }
 
-    fn needs_roll(&self, batch_bytes: usize, last_offset: i64, now_ms: i64) -> bool {
-        let active = self.active_ref();
+    fn needs_roll(
+        &self,
+        batch_bytes: usize,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let active = self.active_ref()?;
         if active.is_empty() {
-            return false;
+            return Ok(false);
         }
-        active.size_bytes() + batch_bytes as u64 > self.config.segment_bytes
-            || now_ms - active.created_at_ms() >= self.config.segment_ms
-            || !active.fits_relative_offset(last_offset)
+        Ok(
+            active.size_bytes() + batch_bytes as u64 > self.config.segment_bytes
+                || now_ms.saturating_sub(active.created_at_ms()) >= self.config.segment_ms
+                || !active.fits_relative_offset(last_offset),
+        )
     }
 
     fn maybe_roll(
@@ -629,45 +689,56 @@ impl Log {
         last_offset: i64,
         now_ms: i64,
     ) -> Result<(), StorageError> {
-        if self.needs_roll(batch_bytes, last_offset, now_ms) {
+        if self.needs_roll(batch_bytes, last_offset, now_ms)? {
             self.roll_to(self.log_end_offset, now_ms)?;
         }
         Ok(())
     }
 
     /// Seals the active segment (writing its indexes) and starts a new one at `base_offset`.
-    /// An empty active segment is replaced instead of sealed.
+    /// An empty active segment is replaced instead of sealed, and only once its successor
+    /// exists: a failure at any step (a full disk) leaves the log with its active segment.
     fn roll_to(&mut self, base_offset: i64, now_ms: i64) -> Result<(), StorageError> {
         let dir = self.dir.clone();
-        let active = self.active();
-        let sealed = if active.is_empty() {
-            let old_base = active.base_offset();
-            if old_base == base_offset {
-                return Ok(());
-            }
-            let old = self
-                .segments
-                .remove(&old_base)
-                .expect("active segment is in the map");
-            old.delete_files()
-                .map_err(|e| StorageError::io("delete empty segment", &dir, e))?;
-            None
+        let active = self.active()?;
+        let (active_base, active_empty) = (active.base_offset(), active.is_empty());
+        if active_empty && active_base == base_offset {
+            return Ok(());
+        }
+        let next_allowed = if active_empty {
+            active_base
         } else {
+            active.next_offset()
+        };
+        if base_offset < next_allowed {
+            return Err(StorageError::Inconsistent {
+                dir,
+                reason: format!(
+                    "a roll to offset {base_offset} would not follow the active segment \
+                     [{active_base}, {})",
+                    active.next_offset()
+                ),
+            });
+        }
+        if !active_empty {
             active
                 .write_indexes()
                 .map_err(|e| StorageError::io("write indexes", &dir, e))?;
-            Some(active.base_offset())
-        };
+        }
         let segment = Segment::create(&dir, base_offset, now_ms)
             .map_err(|e| StorageError::io("create segment", &dir, e))?;
         self.segments.insert(base_offset, segment);
         self.dir_changes += 1;
-        if sealed.is_some() {
-            // Kafka snapshots producer state at every roll, so that recovery replays little.
-            self.write_txn_indexes(sealed)?;
-            self.write_snapshot()?;
+        if active_empty {
+            if let Some(old) = self.segments.remove(&active_base) {
+                old.delete_files()
+                    .map_err(|e| StorageError::io("delete empty segment", &dir, e))?;
+            }
+            return Ok(());
         }
-        Ok(())
+        // Kafka snapshots producer state at every roll, so that recovery replays little.
+        self.write_txn_indexes(Some(active_base))?;
+        self.write_snapshot()
     }
 
     /// Appends `parts` (together: whole batches described by `headers`) to the active
@@ -684,7 +755,7 @@ impl Log {
             index_interval_bytes: self.config.index_interval_bytes,
         };
         let dir = self.dir.clone();
-        match self.active().append(parts, headers, policy) {
+        match self.active()?.append(parts, headers, policy) {
             Ok(()) => {
                 if let Some(tap) = self.tap.as_mut() {
                     parts.iter().for_each(|part| tap.extend_from_slice(part));
@@ -805,29 +876,23 @@ impl Log {
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
         let mut deleted = 0;
         let mut total = self.size_bytes();
-        while self.segments.len() > 1 {
-            let (&base, oldest) = self.segments.iter().next().expect("len > 1");
+        while let (Some((_, oldest)), Some(&next_base)) =
+            (self.segments.first_key_value(), self.segments.keys().nth(1))
+        {
             let expired_by_time = self.config.retention_ms >= 0
                 && oldest.max_timestamp() >= 0
-                && now_ms - oldest.max_timestamp() > self.config.retention_ms;
-            let over_size = self.config.retention_bytes >= 0
-                && total.saturating_sub(oldest.size_bytes()) >= self.config.retention_bytes as u64;
+                && now_ms.saturating_sub(oldest.max_timestamp()) > self.config.retention_ms;
+            let over_size = u64::try_from(self.config.retention_bytes)
+                .is_ok_and(|limit| total.saturating_sub(oldest.size_bytes()) >= limit);
             if !(expired_by_time || over_size) {
                 break;
             }
-            let segment = self.segments.remove(&base).expect("present");
-            total -= segment.size_bytes();
-            segment
-                .delete_files()
-                .map_err(|e| StorageError::io("delete segment", &self.dir, e))?;
-            let next_base = *self.segments.keys().next().expect("len > 1 before removal");
-            self.log_start_offset = self.log_start_offset.max(next_base);
-            self.recovery_point = self.recovery_point.max(self.log_start_offset);
+            total = total.saturating_sub(oldest.size_bytes());
+            self.move_log_start(next_base);
+            self.delete_oldest_segment()?;
             deleted += 1;
         }
-        if deleted > 0 {
-            self.producers.truncate_head(self.log_start_offset);
-        }
+        self.check_invariants()?;
         Ok(deleted)
     }
 
@@ -843,16 +908,41 @@ impl Log {
         if offset <= self.log_start_offset {
             return Ok(());
         }
-        self.log_start_offset = offset;
-        self.recovery_point = self.recovery_point.max(offset);
-        self.producers.truncate_head(offset);
-        while self.segments.len() > 1 {
-            let second = *self.segments.keys().nth(1).expect("len > 1");
-            if second > offset {
-                break;
-            }
-            let (&base, _) = self.segments.iter().next().expect("len > 1");
-            let segment = self.segments.remove(&base).expect("present");
+        self.move_log_start(offset);
+        self.drop_segments_below(offset)?;
+        self.check_invariants()
+    }
+
+    /// Raises the log start offset (never lowers it), with the recovery point and the
+    /// producer state that follow it.
+    fn move_log_start(&mut self, offset: i64) {
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            self.recovery_point = self.recovery_point.max(offset);
+            self.producers.truncate_head(offset);
+        }
+    }
+
+    /// Deletes the segments whose successor starts at or below `offset` (all their offsets
+    /// are below it); the active segment always stays.
+    fn drop_segments_below(&mut self, offset: i64) -> Result<(), StorageError> {
+        while self
+            .segments
+            .keys()
+            .nth(1)
+            .is_some_and(|next| *next <= offset)
+        {
+            self.delete_oldest_segment()?;
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest segment (never the only one) and deletes its files.
+    fn delete_oldest_segment(&mut self) -> Result<(), StorageError> {
+        if self.segments.len() < 2 {
+            return Ok(());
+        }
+        if let Some((_, segment)) = self.segments.pop_first() {
             segment
                 .delete_files()
                 .map_err(|e| StorageError::io("delete segment", &self.dir, e))?;
@@ -873,6 +963,67 @@ pub fn first_record_at_or_after(
     Ok(positions
         .into_iter()
         .find(|r| r.timestamp >= timestamp && r.offset >= min_offset))
+}
+
+/// Opens every segment of a log directory in offset order (see [`Log::open`]): trusted
+/// segments load their indexes, the others are recovered batch by batch; recovery that cuts
+/// bytes from a segment deletes every later one.
+fn load_segments(
+    dir: &Path,
+    bases: &[i64],
+    config: &LogConfig,
+    recovery_point: i64,
+    clean_shutdown: bool,
+    now_ms: i64,
+) -> Result<(BTreeMap<i64, Segment>, OpenReport), StorageError> {
+    let policy = IndexPolicy {
+        index_interval_bytes: config.index_interval_bytes,
+    };
+    let mut report = OpenReport {
+        segments: bases.len(),
+        ..OpenReport::default()
+    };
+    let mut segments = BTreeMap::new();
+    let mut min_offset = i64::MIN;
+    for (i, &base) in bases.iter().enumerate() {
+        let mut seg = Segment::open(dir, base, now_ms)
+            .map_err(|e| StorageError::io("open segment", dir, e))?;
+        let next_base = bases.get(i + 1).copied();
+        let trusted = clean_shutdown || next_base.is_some_and(|next| next <= recovery_point);
+        // An I/O error while checking a trusted segment falls back to recovering it, which
+        // reports the error if it persists.
+        let loaded = trusted && base >= min_offset && seg.load_trusted(next_base).unwrap_or(false);
+        if !loaded {
+            let outcome = seg
+                .recover(policy, min_offset, |_, _| {})
+                .map_err(|e| StorageError::io("recover segment", seg_path(dir, base), e))?;
+            report.segments_recovered += 1;
+            if outcome.truncated_bytes > 0 {
+                warn!(
+                    log = %dir.display(), segment = base, bytes = outcome.truncated_bytes,
+                    "truncated invalid bytes at the end of a segment during recovery"
+                );
+                report.truncated_bytes += outcome.truncated_bytes;
+                segments.insert(base, seg);
+                report.segments_deleted += delete_segments_after(dir, base, bases)?;
+                break;
+            }
+        }
+        min_offset = seg.next_offset();
+        segments.insert(base, seg);
+    }
+    Ok((segments, report))
+}
+
+fn seg_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{}.log", segment::file_stem(base)))
+}
+
+fn no_segments(dir: &Path) -> StorageError {
+    StorageError::Inconsistent {
+        dir: dir.to_path_buf(),
+        reason: "the log has no segment".to_string(),
+    }
 }
 
 fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, StorageError> {
@@ -1116,6 +1267,163 @@ mod tests {
         assert_eq!(unclean.log_end_offset(), 40);
         assert!(report.segments_recovered >= 1 && report.segments_recovered < report.segments);
         assert_eq!(read_all(&unclean, 0).len(), 40);
+    }
+
+    /// What `Partition::close` does at a clean shutdown, and the checkpoint it leaves.
+    fn close_cleanly(mut log: Log) -> LogCheckpoint {
+        log.write_all_indexes().unwrap();
+        let plan = log.flush_plan();
+        plan.sync_data().unwrap();
+        log.mark_flushed(&plan);
+        log.checkpoint()
+    }
+
+    #[test]
+    fn an_empty_log_keeps_its_offsets_across_clean_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        let checkpoint = close_cleanly(log);
+        for round in 0..3i64 {
+            let (mut log, report) =
+                Log::open(dir.path(), small_config(), Some(checkpoint), true, 0).unwrap();
+            assert_eq!(report.segments_recovered, 0);
+            assert_eq!(log.log_end_offset(), round, "round {round}");
+            let info = log
+                .append_as_leader_client(&build_batch(0, 0, &[b"one"]), 0, 0)
+                .unwrap();
+            assert_eq!(info.first_offset, round);
+            let checkpoint = close_cleanly(log);
+            assert_eq!(checkpoint.recovery_point, round + 1);
+        }
+        let (log, _) = Log::open(dir.path(), small_config(), None, true, 0).unwrap();
+        assert_eq!(read_all(&log, 0).len(), 3);
+    }
+
+    #[test]
+    fn an_empty_active_segment_after_a_roll_survives_a_clean_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        while log.segment_count() < 2 {
+            log.append_as_leader_client(&build_batch(0, 0, &[&[7u8; 300]]), 0, 0)
+                .unwrap();
+        }
+        let end = log.log_end_offset();
+        // DeleteRecords up to the end leaves an empty active segment at the log end.
+        log.advance_log_start_offset(end).unwrap();
+        log.roll_to(end, 0).unwrap();
+        let checkpoint = close_cleanly(log);
+        assert_eq!(checkpoint.log_start_offset, end);
+        for clean in [true, false] {
+            let (mut log, _) =
+                Log::open(dir.path(), small_config(), Some(checkpoint), clean, 0).unwrap();
+            assert_eq!(
+                (log.log_start_offset(), log.log_end_offset()),
+                (end, end),
+                "clean={clean}"
+            );
+            let info = log
+                .append_as_leader_client(&build_batch(0, 0, &[b"next"]), 0, 0)
+                .unwrap();
+            assert_eq!(info.first_offset, end);
+            drop(log);
+            // Undo the append for the next round.
+            let path = dir.path().join(format!("{}.log", segment::file_stem(end)));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn indexes_that_disagree_with_the_log_are_rebuilt_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        for i in 0..40 {
+            log.append_as_leader_client(&build_batch(0, i, &[b"0123456789"]), 0, 0)
+                .unwrap();
+        }
+        let checkpoint = close_cleanly(log);
+        let bases = list_segment_bases(dir.path()).unwrap();
+        // An index whose last entry names an offset past the segment's data.
+        let index = dir
+            .path()
+            .join(format!("{}.index", segment::file_stem(bases[0])));
+        let mut bytes = std::fs::read(&index).unwrap();
+        assert!(!bytes.is_empty());
+        let last = bytes.len() - 8;
+        bytes[last..last + 4].copy_from_slice(&0x7fff_fff0u32.to_be_bytes());
+        std::fs::write(&index, bytes).unwrap();
+        // And a segment whose offset index is missing.
+        let stray = dir
+            .path()
+            .join(format!("{}.index", segment::file_stem(bases[1])));
+        std::fs::remove_file(stray).unwrap();
+        let (log, report) =
+            Log::open(dir.path(), small_config(), Some(checkpoint), true, 0).unwrap();
+        assert_eq!(report.segments_recovered, 2);
+        assert_eq!(log.log_end_offset(), 40);
+        assert_eq!(read_all(&log, 0).len(), 40);
+    }
+
+    #[test]
+    fn checkpoints_beyond_the_log_are_repaired_as_kafka_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        for i in 0..5 {
+            log.append_as_leader_client(&build_batch(0, i, &[b"v"]), 0, 0)
+                .unwrap();
+        }
+        drop(log);
+        let beyond = LogCheckpoint {
+            recovery_point: 1_000,
+            log_start_offset: 0,
+        };
+        let (log, _) = Log::open(dir.path(), small_config(), Some(beyond), false, 0).unwrap();
+        assert_eq!(
+            (log.recovery_point(), log.log_end_offset()),
+            (5, 5),
+            "a recovery point beyond the log end is lowered to it"
+        );
+        drop(log);
+        let start_beyond = LogCheckpoint {
+            recovery_point: 0,
+            log_start_offset: 700,
+        };
+        let (mut log, _) =
+            Log::open(dir.path(), small_config(), Some(start_beyond), false, 0).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (700, 700));
+        assert_eq!(log.segment_count(), 1);
+        let info = log
+            .append_as_leader_client(&build_batch(0, 0, &[b"v"]), 0, 0)
+            .unwrap();
+        assert_eq!(info.first_offset, 700);
+        let negative = LogCheckpoint {
+            recovery_point: -5,
+            log_start_offset: -9,
+        };
+        drop(log);
+        let (log, _) = Log::open(dir.path(), small_config(), Some(negative), false, 0).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (700, 701));
+    }
+
+    #[test]
+    fn a_batch_at_an_offset_the_index_cannot_express_is_cut_at_open() {
+        // What a broker with the empty-partition bug left behind: a batch stored at
+        // offset i64::MAX in a segment based at 0.
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        let checkpoint = close_cleanly(log);
+        let mut bogus = build_batch(0, 0, &[b"lost"]);
+        batch::set_base_offset_and_epoch(&mut bogus, i64::MAX, 0);
+        std::fs::write(dir.path().join("00000000000000000000.log"), &bogus).unwrap();
+        for clean in [true, false] {
+            let (log, _) =
+                Log::open(dir.path(), small_config(), Some(checkpoint), clean, 0).unwrap();
+            assert_eq!(log.log_end_offset(), 0, "clean={clean}");
+        }
     }
 
     #[test]
