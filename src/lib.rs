@@ -11,6 +11,7 @@
 //! * [`client`]: a small Kafka protocol client for Ferry's own tools.
 //! * [`admin`]: operator tools over the wire (`ferry groups`).
 //! * [`properties`]: Java `.properties` text used by configs and metadata files.
+//! * [`sync`]: locks that survive a panic in one holder, so one bug cannot cascade.
 //! * `bench` (feature `bench`): the benchmark harness behind `ferry bench`.
 
 pub mod admin;
@@ -25,3 +26,4 @@ pub mod properties;
 pub mod protocol;
 pub mod server;
 pub mod storage;
+pub mod sync;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::broker::topics::CloseOutcome;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::network::request_latency::RequestLatency;
@@ -177,10 +178,25 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     if let Err(err) = latency_reports.await {
         error!("latency report task failed: {err}");
     }
-    tokio::task::spawn_blocking(move || broker.shutdown())
+    let outcome = tokio::task::spawn_blocking(move || broker.shutdown())
         .await
-        .map_err(|e| ServerError::Runtime(format!("shutdown panicked: {e}")))?
-        .map_err(ServerError::Storage)?;
-    info!("shutdown complete");
-    Ok(())
+        .map_err(|e| ServerError::Runtime(format!("shutdown panicked: {e}")))?;
+    match outcome {
+        CloseOutcome::Clean => {
+            info!("shutdown complete");
+            Ok(())
+        }
+        CloseOutcome::Recoverable => {
+            warn!(
+                "shutdown complete, but not everything could be written (see above): the \
+                 next start recovers the logs from their files"
+            );
+            Ok(())
+        }
+        CloseOutcome::DataAtRisk => Err(ServerError::Runtime(
+            "shutdown could not make every log durable (see above); the next start \
+             recovers what is on disk"
+                .to_string(),
+        )),
+    }
 }

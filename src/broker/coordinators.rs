@@ -59,9 +59,7 @@ pub fn open_groups(
     )?;
     let log = Arc::new(InternalTopicLog::new(topic.partitions.clone()));
     let groups = Arc::new(GroupCoordinator::new(config.group.clone(), log));
-    groups
-        .load(now_ms())
-        .map_err(|reason| storage_error(config, "load consumer groups", reason))?;
+    groups.load(now_ms());
     Ok(groups)
 }
 
@@ -85,7 +83,6 @@ pub fn open_transactions(
         producer_ids: ProducerIds::open(config.data_dir.join("ferry-producer-ids"))?,
     });
     let txns = TransactionCoordinator::new(config.txn.clone(), log, env);
-    txns.load(now_ms())
-        .map_err(|reason| storage_error(config, "load transactions", reason))?;
+    txns.load(now_ms());
     Ok(txns)
 }

@@ -99,7 +99,9 @@ pub fn from_txn(err: TxnError, producer_fenced_known: bool) -> i16 {
         TxnError::InvalidTxnState => KafkaError::InvalidTxnState,
         TxnError::UnknownTopicOrPartition => KafkaError::UnknownTopicOrPartition,
         TxnError::OperationNotAttempted => KafkaError::OperationNotAttempted,
-        TxnError::StorageFailure => KafkaError::CoordinatorNotAvailable,
+        TxnError::StorageFailure | TxnError::CoordinatorNotAvailable => {
+            KafkaError::CoordinatorNotAvailable
+        }
     };
     kafka.code()
 }

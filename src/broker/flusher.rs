@@ -51,20 +51,14 @@ impl Flusher {
 
     /// Queues a partition for the next flush round (the partition de-duplicates requests).
     pub fn request(&self, partition: Arc<Partition>) {
-        let mut queue = self
-            .queue
-            .lock()
-            .expect("flusher queue lock is never held across a panic");
+        let mut queue = crate::sync::lock(&self.queue, "flusher queue lock");
         queue.pending.push(partition);
         self.wake.notify_one();
     }
 
     /// Asks the thread to finish the queued work and exit.
     pub fn stop(&self) {
-        let mut queue = self
-            .queue
-            .lock()
-            .expect("flusher queue lock is never held across a panic");
+        let mut queue = crate::sync::lock(&self.queue, "flusher queue lock");
         queue.stopping = true;
         self.wake.notify_one();
     }
@@ -72,12 +66,9 @@ impl Flusher {
     fn run(&self) {
         loop {
             let (batch, stopping) = {
-                let mut queue = self
-                    .queue
-                    .lock()
-                    .expect("flusher queue lock is never held across a panic");
+                let mut queue = crate::sync::lock(&self.queue, "flusher queue lock");
                 while queue.pending.is_empty() && !queue.stopping {
-                    queue = self.wake.wait(queue).expect("flusher queue lock poisoned");
+                    queue = crate::sync::recover(self.wake.wait(queue));
                 }
                 (std::mem::take(&mut queue.pending), queue.stopping)
             };

@@ -184,18 +184,13 @@ impl Journal {
             .name("ferry-journal-prep".to_string())
             .spawn(move || worker.prepare_spares())
             .map_err(|e| StorageError::io("start the journal thread", &journal.dir, e))?;
-        *journal
-            .threads
-            .lock()
-            .expect("journal thread handles lock is never held across a panic") =
+        *crate::sync::lock(&journal.threads, "journal thread handles lock") =
             vec![syncing, preparing];
         Ok((journal, Leftover { files: old }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .expect("journal lock is never held across a panic")
+        crate::sync::lock(&self.state, "journal lock")
     }
 
     /// Journals a durable append (called with the partition's lock held, so entries are in
@@ -241,12 +236,10 @@ impl Journal {
         self.wake.notify_one();
         self.lock_spare().stopping = true;
         self.spare_wanted.notify_one();
-        let threads = std::mem::take(
-            &mut *self
-                .threads
-                .lock()
-                .expect("journal thread handles lock is never held across a panic"),
-        );
+        let threads = std::mem::take(&mut *crate::sync::lock(
+            &self.threads,
+            "journal thread handles lock",
+        ));
         for thread in threads {
             if thread.join().is_err() {
                 error!("a journal thread panicked");
@@ -269,10 +262,7 @@ impl Journal {
                 let mut state = self.lock();
                 while state.unsynced.is_empty() && !state.stopping && fresh.is_none() {
                     let idle = Duration::from_millis(IDLE_CHECK_MS);
-                    let (next, timeout) = self
-                        .wake
-                        .wait_timeout(state, idle)
-                        .expect("journal lock is never held across a panic");
+                    let (next, timeout) = crate::sync::recover(self.wake.wait_timeout(state, idle));
                     state = next;
                     if timeout.timed_out() {
                         break;
@@ -319,9 +309,7 @@ impl Journal {
     }
 
     fn lock_spare(&self) -> MutexGuard<'_, Spare> {
-        self.spare
-            .lock()
-            .expect("journal spare lock is never held across a panic")
+        crate::sync::lock(&self.spare, "journal spare lock")
     }
 
     /// The preparing thread: creates the next zero-filled file whenever one is wanted,
@@ -331,10 +319,7 @@ impl Journal {
             let sequence = {
                 let mut spare = self.lock_spare();
                 while !(spare.stopping || spare.wanted && spare.file.is_none()) {
-                    spare = self
-                        .spare_wanted
-                        .wait(spare)
-                        .expect("journal spare lock is never held across a panic");
+                    spare = crate::sync::recover(self.spare_wanted.wait(spare));
                 }
                 if spare.stopping {
                     return;
@@ -484,10 +469,6 @@ pub fn replay(leftover: Leftover, topics: &TopicRegistry) -> Result<(), StorageE
             info!(file = %path.display(), bytes = reader.torn_bytes(), "the journal ends with an incomplete entry (never acknowledged)");
         }
     }
-    for partition in touched.values() {
-        partition.close()?;
-    }
-    topics.write_checkpoints()?;
     info!(
         files = leftover.files.len(),
         entries,
@@ -495,8 +476,32 @@ pub fn replay(leftover: Leftover, topics: &TopicRegistry) -> Result<(), StorageE
         partitions = touched.len(),
         "replayed the journal"
     );
+    // The files go only once what they restored is durable in the segments and the
+    // checkpoints say so; otherwise they stay, and the next start replays them again
+    // (replay skips what a log already holds).
+    let durable = touched.values().all(|partition| match partition.close() {
+        Ok(_) => true,
+        Err(err) => {
+            error!(
+                topic = partition.topic(),
+                partition = partition.index(),
+                "fsyncing a partition restored from the journal failed; the journal files stay \
+                 for the next start: {err}"
+            );
+            false
+        }
+    });
+    if !durable {
+        return Ok(());
+    }
+    if let Err(err) = topics.write_checkpoints() {
+        warn!("writing checkpoints after the journal replay failed; the journal files stay for the next start: {err}");
+        return Ok(());
+    }
     for (_, path) in &leftover.files {
-        std::fs::remove_file(path).map_err(|e| StorageError::io("delete journal file", path, e))?;
+        if let Err(err) = std::fs::remove_file(path) {
+            warn!(file = %path.display(), "deleting a replayed journal file failed: {err}");
+        }
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ use flusher::Flusher;
 use journal::Journal;
 use partition::Services;
 use read_ahead::ReadAhead;
-use topics::TopicRegistry;
+use topics::{CloseOutcome, TopicRegistry};
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -46,6 +46,14 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Runs one round of periodic work; a panic in it (a bug) is logged and the next round
+/// runs as usual, instead of ending the timer for the broker's lifetime.
+fn survive(what: &str, work: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
+        error!("{what} panicked (please report the panic above); it runs again next time");
+    }
 }
 
 /// Everything request handlers share.
@@ -112,8 +120,8 @@ impl Broker {
         let mut txns = tokio::time::interval(Duration::from_millis(TXN_TICK_MS));
         loop {
             tokio::select! {
-                _ = groups.tick() => self.groups.tick(now_ms()),
-                _ = txns.tick() => self.txns.tick(now_ms()),
+                _ = groups.tick() => survive("the group coordinator's timer", || self.groups.tick(now_ms())),
+                _ = txns.tick() => survive("the transaction coordinator's timer", || self.txns.tick(now_ms())),
                 _ = stop.changed() => return,
             }
         }
@@ -182,15 +190,12 @@ impl Broker {
     }
 
     /// Clean shutdown: stops the journal and the flusher, fsyncs every log, writes
-    /// indexes, checkpoints and the clean-shutdown marker.
-    pub fn shutdown(&self) -> Result<(), StorageError> {
+    /// indexes, checkpoints and the clean-shutdown marker (see `TopicRegistry::close` for
+    /// what happens when some of that fails).
+    pub fn shutdown(&self) -> CloseOutcome {
         self.journal.stop();
         self.flusher.stop();
-        let handle = self
-            .flusher_thread
-            .lock()
-            .expect("flusher handle lock")
-            .take();
+        let handle = crate::sync::lock(&self.flusher_thread, "flusher handle lock").take();
         if handle.is_some_and(|h| h.join().is_err()) {
             error!("the flusher thread panicked");
         }

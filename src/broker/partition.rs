@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
-use tracing::error;
+use tracing::{error, warn};
 
 use uuid::Uuid;
 
@@ -113,6 +113,7 @@ impl Partition {
         // On open, everything in the log survived a restart: it is all visible.
         let end = log.log_end_offset();
         let start = log.log_start_offset();
+        let offline = log.is_offline();
         log.keep_written(config.is_durable());
         Arc::new(Partition {
             topic: topic.to_string(),
@@ -128,7 +129,7 @@ impl Partition {
             }),
             high_watermark: AtomicI64::new(end),
             log_start_offset: AtomicI64::new(start),
-            offline: AtomicBool::new(false),
+            offline: AtomicBool::new(offline),
             flush_queued: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
             services,
@@ -143,13 +144,23 @@ impl Partition {
         self.index
     }
 
+    /// The partition's state. A panic while an operation held this lock leaves the log in
+    /// an unknown state, so the next user takes the partition offline (KAFKA_STORAGE_ERROR
+    /// until a restart recovers the log from its files) instead of serving it or panicking
+    /// in turn; every other partition goes on serving.
     fn lock(&self) -> MutexGuard<'_, PartitionState> {
-        // A panic while holding this lock would leave the log in an unknown state; the
-        // storage layer does not panic on I/O or input, so poisoning means a bug. Serving
-        // on would risk corrupt data, so propagate the panic.
-        self.state
-            .lock()
-            .expect("partition lock poisoned by an earlier panic")
+        self.state.lock().unwrap_or_else(|poisoned| {
+            self.state.clear_poison();
+            let mut state = poisoned.into_inner();
+            state.log.set_offline();
+            self.offline.store(true, Ordering::Release);
+            error!(
+                topic = %self.topic, partition = self.index,
+                "an operation panicked while holding the partition's lock: the partition is \
+                 offline until a restart recovers its log (please report the panic above)"
+            );
+            state
+        })
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -571,15 +582,29 @@ impl Partition {
         (checkpoint.recovery_point, checkpoint.log_start_offset)
     }
 
-    /// Clean shutdown: write indexes and fsync everything.
-    pub fn close(&self) -> Result<(), StorageError> {
+    /// Clean shutdown: fsyncs the log and writes its indexes. `Ok(true)` when both
+    /// happened; `Ok(false)` when the data is durable but the indexes could not be written
+    /// (a full disk; the next start rebuilds them from the log); an error when the log is
+    /// offline or its data could not be fsynced.
+    pub fn close(&self) -> Result<bool, StorageError> {
         let mut state = self.lock();
-        state.log.write_all_indexes()?;
+        if state.log.is_offline() {
+            return Err(StorageError::LogOffline {
+                dir: state.log.dir().to_path_buf(),
+            });
+        }
+        let indexes = state.log.write_all_indexes();
+        if let Err(err) = &indexes {
+            warn!(
+                topic = %self.topic, partition = self.index,
+                "writing indexes at shutdown failed; the next start rebuilds them: {err}"
+            );
+        }
         let plan = state.log.flush_plan();
         plan.sync_data()
             .map_err(|e| StorageError::io("fsync segment", state.log.dir().to_path_buf(), e))?;
         state.log.mark_flushed(&plan);
-        Ok(())
+        Ok(indexes.is_ok())
     }
 
     /// The directory of this partition's log.
@@ -589,10 +614,7 @@ impl Partition {
 
     /// Registers `notify` to be woken when the high watermark moves or the partition fails.
     pub fn register_waiter(&self, notify: &Arc<Notify>) {
-        let mut waiters = self
-            .waiters
-            .lock()
-            .expect("waiters lock is never held across a panic");
+        let mut waiters = crate::sync::lock(&self.waiters, "waiters lock");
         if waiters.len() >= WAITERS_PRUNE_LEN {
             waiters.retain(|w| w.strong_count() > 0);
         }
@@ -601,10 +623,7 @@ impl Partition {
 
     fn wake_waiters(&self) {
         let waiters = {
-            let mut guard = self
-                .waiters
-                .lock()
-                .expect("waiters lock is never held across a panic");
+            let mut guard = crate::sync::lock(&self.waiters, "waiters lock");
             if guard.is_empty() {
                 return;
             }

@@ -46,10 +46,7 @@ impl ProducerIds {
 
     /// A producer id never handed out before.
     pub fn next(&self) -> Result<i64, StorageError> {
-        let mut range = self
-            .range
-            .lock()
-            .expect("producer id lock is never held across a panic");
+        let mut range = crate::sync::lock(&self.range, "producer id lock");
         if range.next >= range.end {
             let end = range.next + BLOCK_SIZE;
             write_atomically(&self.path, format!("{end}\n").as_bytes())?;

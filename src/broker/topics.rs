@@ -5,9 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::now_ms;
@@ -15,7 +16,7 @@ use super::partition::{Partition, Services};
 use crate::config::topic::TopicDefaults;
 use crate::config::ConfigError;
 use crate::storage::data_dir::{base64_uuid, DataDir, TopicRecord};
-use crate::storage::log::{Log, LogCheckpoint};
+use crate::storage::log::{Log, LogCheckpoint, LogConfig};
 use crate::storage::StorageError;
 
 /// Topics written only by the broker's coordinators.
@@ -128,6 +129,21 @@ pub struct TopicSpec {
     pub configs: BTreeMap<String, String>,
 }
 
+/// How a clean shutdown left the data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CloseOutcome {
+    /// Every log durable with its indexes, the checkpoints and the clean-shutdown marker
+    /// written: the next start trusts the files.
+    Clean,
+    /// Everything acknowledged is durable, but something the next start can rebuild was
+    /// not written (indexes, checkpoints or the marker, e.g. on a full disk), or a
+    /// partition was offline: the next start recovers the logs from their files.
+    Recoverable,
+    /// A log's data could not be fsynced: what it received since its last fsync may not
+    /// survive a power failure.
+    DataAtRisk,
+}
+
 /// All topics of the broker.
 pub struct TopicRegistry {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
@@ -181,7 +197,7 @@ impl TopicRegistry {
                     }),
                     (None, _) => None,
                 };
-                partitions.push(registry.open_partition(&record, index, checkpoint, clean)?);
+                partitions.push(registry.open_partition(&record, index, checkpoint, clean));
             }
             let topic = Arc::new(Topic {
                 name: record.name.clone(),
@@ -191,47 +207,44 @@ impl TopicRegistry {
             });
             map.insert(record.name, topic);
         }
-        *registry
-            .topics
-            .write()
-            .expect("registry lock is never held across a panic") = map;
+        *crate::sync::write(&registry.topics, "registry lock") = map;
         Ok(registry)
     }
 
+    /// Opens one partition's log. A log that cannot be opened (an I/O error, files
+    /// recovery cannot make sense of) does not stop the broker: that partition alone is
+    /// served offline, KAFKA_STORAGE_ERROR to clients, with one error line naming its
+    /// directory and the reason, and a restart tries it again.
     fn open_partition(
         &self,
         record: &TopicRecord,
         index: i32,
         checkpoint: Option<LogCheckpoint>,
         clean: bool,
-    ) -> Result<Arc<Partition>, StorageError> {
+    ) -> Arc<Partition> {
         let resolved = self.defaults.resolve(&record.configs);
         let dir = self.data_dir.partition_dir(&record.name, index);
         let now = now_ms();
-        let log = if dir.exists() {
-            let (log, report) = Log::open(&dir, resolved.log.clone(), checkpoint, clean, now)?;
-            if report.segments_recovered > 0 {
-                info!(
-                    topic = %record.name, partition = index,
-                    segments = report.segments, recovered = report.segments_recovered,
-                    truncated_bytes = report.truncated_bytes,
-                    deleted_segments = report.segments_deleted,
-                    log_end_offset = log.log_end_offset(),
-                    "recovered log"
+        let log = open_log(&dir, &resolved.log, checkpoint, clean, now)
+            .and_then(|log| {
+                ensure_partition_metadata(&dir, record.topic_id)?;
+                Ok(log)
+            })
+            .unwrap_or_else(|err| {
+                error!(
+                    topic = %record.name, partition = index, dir = %dir.display(),
+                    "cannot open the partition's log; it stays offline (KAFKA_STORAGE_ERROR) \
+                     until a restart opens it: {err}"
                 );
-            }
-            log
-        } else {
-            Log::create(&dir, resolved.log.clone(), 0, now)?
-        };
-        write_partition_metadata(&dir, record.topic_id)?;
-        Ok(Partition::new(
+                Log::offline(&dir, resolved.log.clone(), checkpoint)
+            });
+        Partition::new(
             (&record.name, record.topic_id, index),
             log,
             &resolved,
             self.services.clone(),
             now,
-        ))
+        )
     }
 
     pub fn defaults(&self) -> &TopicDefaults {
@@ -243,18 +256,13 @@ impl TopicRegistry {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics
-            .read()
-            .expect("registry lock is never held across a panic")
+        crate::sync::read(&self.topics, "registry lock")
             .get(name)
             .cloned()
     }
 
     pub fn get_by_id(&self, topic_id: Uuid) -> Option<Arc<Topic>> {
-        let topics = self
-            .topics
-            .read()
-            .expect("registry lock is never held across a panic");
+        let topics = crate::sync::read(&self.topics, "registry lock");
         topics.values().find(|t| t.topic_id == topic_id).cloned()
     }
 
@@ -267,10 +275,7 @@ impl TopicRegistry {
     }
 
     pub fn list(&self) -> Vec<Arc<Topic>> {
-        let topics = self
-            .topics
-            .read()
-            .expect("registry lock is never held across a panic");
+        let topics = crate::sync::read(&self.topics, "registry lock");
         topics.values().cloned().collect()
     }
 
@@ -304,10 +309,7 @@ impl TopicRegistry {
         self.defaults
             .validate_overrides(&spec.configs)
             .map_err(TopicError::InvalidConfig)?;
-        let topics = self
-            .topics
-            .read()
-            .expect("registry lock is never held across a panic");
+        let topics = crate::sync::read(&self.topics, "registry lock");
         if topics.contains_key(&spec.name) {
             return Err(TopicError::AlreadyExists {
                 name: spec.name.clone(),
@@ -325,10 +327,7 @@ impl TopicRegistry {
 
     /// Creates a topic (or only validates the request when `validate_only`).
     pub fn create(&self, spec: &TopicSpec, validate_only: bool) -> Result<Arc<Topic>, TopicError> {
-        let _admin = self
-            .admin
-            .lock()
-            .expect("admin lock is never held across a panic");
+        let _admin = crate::sync::lock(&self.admin, "admin lock");
         self.check_spec(spec)?;
         let record = TopicRecord {
             name: spec.name.clone(),
@@ -355,10 +354,7 @@ impl TopicRegistry {
             configs: record.configs,
             partitions,
         });
-        self.topics
-            .write()
-            .expect("registry lock is never held across a panic")
-            .insert(record.name, Arc::clone(&topic));
+        crate::sync::write(&self.topics, "registry lock").insert(record.name, Arc::clone(&topic));
         info!(topic = %topic.name, partitions = spec.partitions, "created topic");
         Ok(topic)
     }
@@ -398,17 +394,11 @@ impl TopicRegistry {
 
     /// Deletes a topic and its data.
     pub fn delete(&self, name: &str) -> Result<Uuid, TopicError> {
-        let _admin = self
-            .admin
-            .lock()
-            .expect("admin lock is never held across a panic");
+        let _admin = crate::sync::lock(&self.admin, "admin lock");
         let topic = self.get(name).ok_or_else(|| TopicError::Unknown {
             name: name.to_string(),
         })?;
-        self.topics
-            .write()
-            .expect("registry lock is never held across a panic")
-            .remove(name);
+        crate::sync::write(&self.topics, "registry lock").remove(name);
         let record = TopicRecord {
             name: topic.name.clone(),
             topic_id: topic.topic_id,
@@ -427,10 +417,7 @@ impl TopicRegistry {
         count: i32,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let _admin = self
-            .admin
-            .lock()
-            .expect("admin lock is never held across a panic");
+        let _admin = crate::sync::lock(&self.admin, "admin lock");
         let topic = self.get(name).ok_or_else(|| TopicError::Unknown {
             name: name.to_string(),
         })?;
@@ -465,10 +452,7 @@ impl TopicRegistry {
             configs: topic.configs.clone(),
             partitions,
         });
-        self.topics
-            .write()
-            .expect("registry lock is never held across a panic")
-            .insert(topic.name.clone(), grown);
+        crate::sync::write(&self.topics, "registry lock").insert(topic.name.clone(), grown);
         info!(topic = %name, from = current, to = count, "added partitions");
         Ok(())
     }
@@ -480,10 +464,7 @@ impl TopicRegistry {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let _admin = self
-            .admin
-            .lock()
-            .expect("admin lock is never held across a panic");
+        let _admin = crate::sync::lock(&self.admin, "admin lock");
         let topic = self.get(name).ok_or_else(|| TopicError::Unknown {
             name: name.to_string(),
         })?;
@@ -510,10 +491,7 @@ impl TopicRegistry {
             configs,
             partitions: topic.partitions.clone(),
         });
-        self.topics
-            .write()
-            .expect("registry lock is never held across a panic")
-            .insert(topic.name.clone(), altered);
+        crate::sync::write(&self.topics, "registry lock").insert(topic.name.clone(), altered);
         info!(topic = %name, "altered topic configs");
         Ok(())
     }
@@ -534,20 +512,91 @@ impl TopicRegistry {
     }
 
     /// Flushes every log, writes checkpoints and the clean-shutdown marker.
-    pub fn close(&self) -> Result<(), StorageError> {
+    ///
+    /// Every partition is tried, whatever happened to the ones before. The clean-shutdown
+    /// marker (which lets the next start trust the files without a scan) is written only
+    /// when every log was closed completely and the checkpoints were written; otherwise
+    /// the previous checkpoints stay (they are replaced atomically, and recovery points
+    /// only move after fsyncs) and the next start recovers the logs from them.
+    pub fn close(&self) -> CloseOutcome {
+        let mut outcome = CloseOutcome::Clean;
         for partition in self.all_partitions() {
-            partition.close()?;
+            match partition.close() {
+                Ok(true) => {}
+                Ok(false) => outcome = outcome.max(CloseOutcome::Recoverable),
+                Err(StorageError::LogOffline { .. }) => {
+                    outcome = outcome.max(CloseOutcome::Recoverable);
+                }
+                Err(err) => {
+                    error!(
+                        topic = partition.topic(),
+                        partition = partition.index(),
+                        "making the log durable at shutdown failed: {err}"
+                    );
+                    outcome = CloseOutcome::DataAtRisk;
+                }
+            }
         }
-        self.write_checkpoints()?;
-        self.data_dir.mark_clean_shutdown()
+        if let Err(err) = self.write_checkpoints() {
+            warn!("writing checkpoints at shutdown failed; the previous ones stay: {err}");
+            outcome = outcome.max(CloseOutcome::Recoverable);
+        }
+        if outcome == CloseOutcome::Clean {
+            if let Err(err) = self.data_dir.mark_clean_shutdown() {
+                warn!("writing the clean-shutdown marker failed: {err}");
+                outcome = CloseOutcome::Recoverable;
+            }
+        }
+        outcome
     }
 }
 
+/// Opens a partition's log directory, or creates it when it is missing (at the
+/// checkpointed log start offset, as Kafka does).
+fn open_log(
+    dir: &Path,
+    config: &LogConfig,
+    checkpoint: Option<LogCheckpoint>,
+    clean: bool,
+    now: i64,
+) -> Result<Log, StorageError> {
+    if !dir.exists() {
+        let start = checkpoint.map_or(0, |c| c.log_start_offset.max(0));
+        return Log::create(dir, config.clone(), start, now);
+    }
+    let (log, report) = Log::open(dir, config.clone(), checkpoint, clean, now)?;
+    if report.segments_recovered > 0 {
+        info!(
+            dir = %dir.display(),
+            segments = report.segments, recovered = report.segments_recovered,
+            truncated_bytes = report.truncated_bytes,
+            deleted_segments = report.segments_deleted,
+            log_end_offset = log.log_end_offset(),
+            "recovered log"
+        );
+    }
+    Ok(log)
+}
+
+fn partition_metadata(topic_id: Uuid) -> String {
+    format!("version: 0\ntopic_id: {}\n", base64_uuid(topic_id))
+}
+
 /// Writes Kafka's `partition.metadata` file (topic id in base64 without padding).
-fn write_partition_metadata(dir: &std::path::Path, topic_id: Uuid) -> Result<(), StorageError> {
-    let text = format!("version: 0\ntopic_id: {}\n", base64_uuid(topic_id));
+fn write_partition_metadata(dir: &Path, topic_id: Uuid) -> Result<(), StorageError> {
     let path = dir.join("partition.metadata");
-    std::fs::write(&path, text).map_err(|e| StorageError::io("write partition.metadata", &path, e))
+    std::fs::write(&path, partition_metadata(topic_id))
+        .map_err(|e| StorageError::io("write partition.metadata", &path, e))
+}
+
+/// Writes `partition.metadata` at startup only when it is missing or differs, so that
+/// opening a log writes nothing (a full disk must not keep a broker from starting).
+fn ensure_partition_metadata(dir: &Path, topic_id: Uuid) -> Result<(), StorageError> {
+    let current = std::fs::read_to_string(dir.join("partition.metadata"));
+    if current.is_ok_and(|text| text == partition_metadata(topic_id)) {
+        return Ok(());
+    }
+    write_partition_metadata(dir, topic_id)
 }
 
 #[cfg(test)]

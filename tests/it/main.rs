@@ -17,5 +17,6 @@ mod librdkafka_suite;
 mod produce_consume;
 mod records;
 mod recovery;
+mod restart;
 mod support;
 mod transactions;

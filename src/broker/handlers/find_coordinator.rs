@@ -14,47 +14,65 @@ use crate::broker::Broker;
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
+/// Where a key's coordinator is: this broker, unless the key type is unknown or the
+/// key's internal partition could not be loaded at startup.
+struct Answer<'a> {
+    error: i16,
+    node: i32,
+    host: &'a str,
+    port: i32,
+}
+
+fn answer<'a>(broker: &'a Broker, key_type: i8, key: &str) -> Answer<'a> {
+    let error = match key_type {
+        KEY_TYPE_GROUP if broker.groups.is_available(key) => None,
+        KEY_TYPE_TRANSACTION if broker.txns.is_available(key) => None,
+        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => Some(KafkaError::CoordinatorNotAvailable),
+        _ => Some(KafkaError::InvalidRequest),
+    };
+    match error {
+        None => Answer {
+            error: 0,
+            node: broker.node_id,
+            host: broker.advertised.host.as_str(),
+            port: i32::from(broker.advertised.port),
+        },
+        Some(error) => Answer {
+            error: code(error),
+            node: -1,
+            host: "",
+            port: -1,
+        },
+    }
+}
+
 pub fn handle(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: FindCoordinatorRequest,
 ) -> Handled<FindCoordinatorResponse> {
     let supported = matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
-    let error = if supported {
-        0
-    } else {
-        code(KafkaError::InvalidRequest)
-    };
-    let node = BrokerId(if supported { broker.node_id } else { -1 });
-    let host = if supported {
-        broker.advertised.host.as_str()
-    } else {
-        ""
-    };
-    let port = if supported {
-        i32::from(broker.advertised.port)
-    } else {
-        -1
-    };
     let mut response = FindCoordinatorResponse::default();
     if ctx.api_version >= 4 {
         response.coordinators = request
             .coordinator_keys
             .iter()
             .map(|key| {
+                let found = answer(broker, request.key_type, key);
                 Coordinator::default()
                     .with_key(key.clone())
-                    .with_node_id(node)
-                    .with_host(str_bytes(host))
-                    .with_port(port)
-                    .with_error_code(error)
+                    .with_node_id(BrokerId(found.node))
+                    .with_host(str_bytes(found.host))
+                    .with_port(found.port)
+                    .with_error_code(found.error)
             })
             .collect();
     } else {
-        response.error_code = error;
-        response.node_id = node;
-        response.host = str_bytes(host);
-        response.port = port;
+        let found = answer(broker, request.key_type, &request.key);
+        response.error_code = found.error;
+        response.node_id = BrokerId(found.node);
+        response.host = str_bytes(found.host);
+        response.port = found.port;
         if ctx.api_version >= 1 && !supported {
             response.error_message = Some(str_bytes("unknown coordinator key type"));
         }

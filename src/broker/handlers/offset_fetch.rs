@@ -33,12 +33,15 @@ pub fn handle(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
+                let entry = OffsetFetchResponseGroup::default()
+                    .with_group_id(GroupId(group.group_id.0.clone()));
+                if !broker.groups.is_available(group.group_id.0.as_str()) {
+                    return entry.with_error_code(code(KafkaError::CoordinatorNotAvailable));
+                }
                 let fetched = broker
                     .groups
                     .fetch_offsets(group.group_id.0.as_str(), wanted.as_deref());
-                OffsetFetchResponseGroup::default()
-                    .with_group_id(GroupId(group.group_id.0.clone()))
-                    .with_topics(group_topics_v8(fetched, request.require_stable))
+                entry.with_topics(group_topics_v8(fetched, request.require_stable))
             })
             .collect();
     } else {
@@ -48,6 +51,13 @@ pub fn handle(
                 .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
+        if !broker.groups.is_available(request.group_id.0.as_str()) {
+            // v0-1 have no group-level error: they answer with no offsets at all.
+            if version >= 2 {
+                response.error_code = code(KafkaError::CoordinatorNotAvailable);
+            }
+            return Handled::Now(response);
+        }
         let fetched = broker
             .groups
             .fetch_offsets(request.group_id.0.as_str(), wanted.as_deref());

@@ -85,6 +85,9 @@ impl GroupCoordinator {
         group_ids
             .iter()
             .map(|id| {
+                if let Err(e) = self.check_available(&inner, id) {
+                    return Some(e);
+                }
                 let Some(group) = inner.groups.get_mut(id) else {
                     return Some(GroupError::GroupIdNotFound);
                 };

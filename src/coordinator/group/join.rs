@@ -23,6 +23,9 @@ impl GroupCoordinator {
             return error(GroupError::InvalidSessionTimeout);
         }
         let mut inner = self.lock();
+        if let Err(e) = self.check_available(&inner, &request.group_id) {
+            return error(e);
+        }
         if !request.member_id.is_empty() && !inner.groups.contains_key(&request.group_id) {
             return error(GroupError::UnknownMemberId);
         }
@@ -346,6 +349,9 @@ impl GroupCoordinator {
     pub fn sync(&self, request: SyncRequest, now_ms: i64) -> Reply<SyncResponse> {
         let error = |e| Reply::Now(SyncResponse::error(e));
         let mut inner = self.lock();
+        if let Err(e) = self.check_available(&inner, &request.group_id) {
+            return error(e);
+        }
         let Some(group) = inner.groups.get_mut(&request.group_id) else {
             return error(GroupError::UnknownMemberId);
         };

@@ -18,6 +18,7 @@ impl GroupCoordinator {
         now_ms: i64,
     ) -> Result<(), GroupError> {
         let mut inner = self.lock();
+        self.check_available(&inner, group_id)?;
         let group = inner
             .groups
             .get_mut(group_id)
@@ -53,6 +54,7 @@ impl GroupCoordinator {
         now_ms: i64,
     ) -> Result<Vec<Option<GroupError>>, GroupError> {
         let mut inner = self.lock();
+        self.check_available(&inner, group_id)?;
         let group = inner
             .groups
             .get_mut(group_id)

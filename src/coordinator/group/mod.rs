@@ -22,10 +22,10 @@ pub mod records;
 pub mod state;
 pub mod types;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use records::{GroupRecord, MemberValue};
@@ -34,6 +34,9 @@ pub use types::*;
 
 struct Inner {
     groups: HashMap<String, Group>,
+    /// `__consumer_offsets` partitions that could not be replayed at startup (their log
+    /// is offline): their groups answer COORDINATOR_NOT_AVAILABLE until a restart.
+    unavailable_partitions: HashSet<usize>,
     /// When offsets were last checked for expiry.
     last_retention_check_ms: i64,
 }
@@ -57,6 +60,7 @@ impl GroupCoordinator {
             log,
             inner: Mutex::new(Inner {
                 groups: HashMap::new(),
+                unavailable_partitions: HashSet::new(),
                 last_retention_check_ms: 0,
             }),
         }
@@ -69,9 +73,22 @@ impl GroupCoordinator {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Coordinator code does not panic on input; a poisoned lock means a bug, and
         // continuing could hand out inconsistent assignments.
-        self.inner
-            .lock()
-            .expect("group coordinator lock poisoned by an earlier panic")
+        crate::sync::lock(&self.inner, "group coordinator lock")
+    }
+
+    /// COORDINATOR_NOT_AVAILABLE when `group_id` lives in a `__consumer_offsets` partition
+    /// that could not be loaded (clients retry, as with a coordinator that moved).
+    fn check_available(&self, inner: &Inner, group_id: &str) -> Result<(), GroupError> {
+        let partition = records::partition_for(group_id, self.log.partitions());
+        if inner.unavailable_partitions.contains(&partition) {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        Ok(())
+    }
+
+    /// Whether this coordinator can serve `group_id` (FindCoordinator, OffsetFetch).
+    pub fn is_available(&self, group_id: &str) -> bool {
+        self.check_available(&self.lock(), group_id).is_ok()
     }
 
     /// Writes records for `group_id` to its `__consumer_offsets` partition.
@@ -107,13 +124,14 @@ impl GroupCoordinator {
 
     /// Rebuilds all groups and offsets from `__consumer_offsets`. Offsets committed in a
     /// transaction count once its COMMIT marker is replayed; those of transactions still
-    /// open stay pending until the transaction coordinator completes them.
-    pub fn load(&self, now_ms: i64) -> Result<(), String> {
+    /// open stay pending until the transaction coordinator completes them. A partition
+    /// that cannot be replayed makes only its own groups unavailable.
+    pub fn load(&self, now_ms: i64) {
         let mut inner = self.lock();
         let mut malformed = 0usize;
         for partition in 0..self.log.partitions() {
             let mut open: HashMap<i64, Vec<GroupRecord>> = HashMap::new();
-            self.log.replay(partition, &mut |event| match event {
+            let replayed = self.log.replay(partition, &mut |event| match event {
                 LogEvent::Record {
                     key,
                     value,
@@ -136,7 +154,20 @@ impl GroupCoordinator {
                         }
                     }
                 }
-            })?;
+            });
+            if let Err(reason) = replayed {
+                error!(
+                    partition,
+                    "cannot load __consumer_offsets partition {partition}; its groups are \
+                     unavailable (COORDINATOR_NOT_AVAILABLE) until a restart: {reason}"
+                );
+                let partitions = self.log.partitions();
+                inner
+                    .groups
+                    .retain(|id, _| records::partition_for(id, partitions) != partition);
+                inner.unavailable_partitions.insert(partition);
+                continue;
+            }
             for (producer_id, records) in open {
                 for record in records {
                     if let GroupRecord::Offset {
@@ -172,7 +203,6 @@ impl GroupCoordinator {
             members, "loaded consumer groups"
         );
         inner.last_retention_check_ms = now_ms;
-        Ok(())
     }
 }
 

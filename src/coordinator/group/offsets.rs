@@ -28,6 +28,7 @@ impl GroupCoordinator {
         now_ms: i64,
     ) -> Result<CommitOutcome, GroupError> {
         let mut inner = self.lock();
+        self.check_available(&inner, &request.group_id)?;
         let outside_protocol = request.generation_id < 0 && request.member_id.is_empty();
         if !inner.groups.contains_key(&request.group_id) {
             if !outside_protocol {
@@ -138,6 +139,7 @@ impl GroupCoordinator {
         now_ms: i64,
     ) -> Result<CommitOutcome, GroupError> {
         let mut inner = self.lock();
+        self.check_available(&inner, &request.group_id)?;
         let group = inner
             .groups
             .entry(request.group_id.clone())
@@ -225,6 +227,7 @@ impl GroupCoordinator {
         subscribed_topics: &dyn Fn(&[u8]) -> Option<Vec<String>>,
     ) -> Result<Vec<Option<GroupError>>, GroupError> {
         let mut inner = self.lock();
+        self.check_available(&inner, group_id)?;
         let group = inner
             .groups
             .get_mut(group_id)

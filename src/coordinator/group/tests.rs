@@ -11,12 +11,15 @@ type Records = Vec<KeyValue>;
 #[derive(Default)]
 struct MemoryLog {
     partitions: Mutex<Vec<Records>>,
+    /// A partition whose replay fails, as an offline log's would.
+    unreadable: Mutex<Option<usize>>,
 }
 
 impl MemoryLog {
     fn new(partitions: usize) -> Arc<MemoryLog> {
         Arc::new(MemoryLog {
             partitions: Mutex::new(vec![Vec::new(); partitions]),
+            unreadable: Mutex::new(None),
         })
     }
 }
@@ -35,6 +38,9 @@ impl CoordinatorLog for MemoryLog {
         Ok(Box::pin(async { Ok(()) }))
     }
     fn replay(&self, partition: usize, visit: &mut RecordVisitor<'_>) -> Result<(), String> {
+        if *self.unreadable.lock().unwrap() == Some(partition) {
+            return Err("the partition is offline".into());
+        }
         for (key, value) in &self.partitions.lock().unwrap()[partition] {
             visit(LogEvent::Record {
                 key,
@@ -299,7 +305,7 @@ fn state_survives_a_reload_from_the_log() {
     };
     c.commit_offsets(commit, &|_, _| true, 0).unwrap();
     let reloaded = coordinator(&log);
-    reloaded.load(1_000).unwrap();
+    reloaded.load(1_000);
     let fetched = reloaded.fetch_offsets("g", None);
     assert_eq!(fetched[0].offset, 42);
     assert_eq!(fetched[0].metadata, "meta\0data");
@@ -342,7 +348,7 @@ fn offsets_of_an_empty_group_expire_after_retention() {
         "a group with nothing left is deleted"
     );
     let reloaded = coordinator(&log);
-    reloaded.load(2_000).unwrap();
+    reloaded.load(2_000);
     assert!(
         reloaded.fetch_offsets("g", None).is_empty(),
         "tombstones were written"
@@ -400,4 +406,58 @@ fn leave_removes_members_and_an_empty_group_can_be_deleted() {
     assert_eq!(c.describe(&["g".into()])[0].state, "Empty");
     assert_eq!(c.delete_groups(&["g".into()], 0), vec![None]);
     assert_eq!(c.describe(&["g".into()])[0].state, "Dead");
+}
+
+#[test]
+fn a_partition_that_cannot_be_loaded_makes_only_its_groups_unavailable() {
+    let log = MemoryLog::new(4);
+    let c = coordinator(&log);
+    let commit = |group: &str| CommitRequest {
+        group_id: group.into(),
+        member_id: String::new(),
+        group_instance_id: None,
+        generation_id: -1,
+        unknown_group_is_not_found: false,
+        offsets: vec![OffsetToCommit {
+            topic: "t".into(),
+            partition: 0,
+            offset: 7,
+            leader_epoch: -1,
+            metadata: None,
+        }],
+    };
+    // Two groups in different __consumer_offsets partitions.
+    let groups: Vec<String> = (0..40).map(|i| format!("group-{i}")).collect();
+    let first = &groups[0];
+    let broken = records::partition_for(first, 4);
+    let other = groups
+        .iter()
+        .find(|g| records::partition_for(g, 4) != broken)
+        .unwrap();
+    for group in [first, other] {
+        c.commit_offsets(commit(group), &|_, _| true, 0).unwrap();
+    }
+    *log.unreadable.lock().unwrap() = Some(broken);
+    let reloaded = coordinator(&log);
+    reloaded.load(1_000);
+    assert!(!reloaded.is_available(first));
+    assert_eq!(
+        reloaded
+            .commit_offsets(commit(first), &|_, _| true, 1_000)
+            .err(),
+        Some(GroupError::CoordinatorNotAvailable)
+    );
+    assert!(matches!(
+        now(reloaded.join(join_request_for(first), 1_000)).error,
+        Some(GroupError::CoordinatorNotAvailable)
+    ));
+    assert!(reloaded.is_available(other));
+    assert_eq!(reloaded.fetch_offsets(other, None)[0].offset, 7);
+}
+
+fn join_request_for(group: &str) -> JoinRequest {
+    JoinRequest {
+        group_id: group.into(),
+        ..join_request("", None, &["range"])
+    }
 }

@@ -18,11 +18,11 @@
 
 pub mod records;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{partition_for, CoordinatorLog, DurableFuture, LogEvent};
 use crate::storage::log::Marker;
@@ -60,6 +60,8 @@ pub enum TxnError {
     InvalidTxnState,
     UnknownTopicOrPartition,
     OperationNotAttempted,
+    /// The id's `__transaction_state` partition could not be loaded.
+    CoordinatorNotAvailable,
     /// Writing to an internal topic failed.
     StorageFailure,
 }
@@ -146,6 +148,8 @@ pub struct TransactionCoordinator {
     log: Arc<dyn CoordinatorLog>,
     env: Arc<dyn TxnEnvironment>,
     txns: Mutex<HashMap<String, Txn>>,
+    /// `__transaction_state` partitions that could not be replayed at startup.
+    unavailable_partitions: Mutex<HashSet<usize>>,
 }
 
 /// Epoch at which a producer id is exhausted and replaced.
@@ -162,13 +166,12 @@ impl TransactionCoordinator {
             log,
             env,
             txns: Mutex::new(HashMap::new()),
+            unavailable_partitions: Mutex::new(HashSet::new()),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Txn>> {
-        self.txns
-            .lock()
-            .expect("transaction coordinator lock poisoned by an earlier panic")
+        crate::sync::lock(&self.txns, "transaction coordinator lock")
     }
 
     fn persist(&self, id: &str, txn: &Txn) -> Result<DurableFuture, TxnError> {
@@ -204,6 +207,7 @@ impl TransactionCoordinator {
         if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
             return Err(TxnError::InvalidTransactionTimeout);
         }
+        self.check_available(id)?;
         let mut txns = self.lock();
         let mut waits = Vec::new();
         let txn = match txns.get_mut(id) {
@@ -261,6 +265,7 @@ impl TransactionCoordinator {
         exists: &dyn Fn(&str, i32) -> bool,
         now_ms: i64,
     ) -> Result<(Vec<Option<TxnError>>, Option<DurableFuture>), TxnError> {
+        self.check_available(id)?;
         let mut txns = self.lock();
         let txn = txns.get_mut(id).ok_or(TxnError::InvalidProducerIdMapping)?;
         txn.check_producer(producer_id, epoch)?;
@@ -301,6 +306,7 @@ impl TransactionCoordinator {
         commit: bool,
         now_ms: i64,
     ) -> Result<Vec<DurableFuture>, TxnError> {
+        self.check_available(id)?;
         let mut txns = self.lock();
         let txn = txns.get_mut(id).ok_or(TxnError::InvalidProducerIdMapping)?;
         txn.check_producer(producer_id, epoch)?;
@@ -374,7 +380,12 @@ impl TransactionCoordinator {
                 .map_err(|_| TxnError::StorageFailure)
         };
         for (id, txn) in txns.iter_mut() {
-            if txn.state == TxnState::Ongoing && now_ms - txn.start_ms > i64::from(txn.timeout_ms) {
+            if txn.state.is_prepared() {
+                self.complete_prepared(id, txn, now_ms);
+                continue;
+            }
+            let open_ms = now_ms.saturating_sub(txn.start_ms);
+            if txn.state == TxnState::Ongoing && open_ms > i64::from(txn.timeout_ms) {
                 info!(transactional_id = %id, "aborting a transaction that exceeded its timeout");
                 if bump_epoch(txn, &next_id)
                     .and_then(|()| self.end(id, txn, false, now_ms))
@@ -388,7 +399,8 @@ impl TransactionCoordinator {
             .iter()
             .filter(|(_, t)| {
                 t.state != TxnState::Ongoing
-                    && now_ms - t.last_update_ms > self.config.id_expiration_ms
+                    && !t.state.is_prepared()
+                    && now_ms.saturating_sub(t.last_update_ms) > self.config.id_expiration_ms
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -406,11 +418,13 @@ impl TransactionCoordinator {
     }
 
     /// Rebuilds state from `__transaction_state` and completes transactions a crash left
-    /// between Prepare and Complete.
-    pub fn load(&self, now_ms: i64) -> Result<(), String> {
+    /// between Prepare and Complete (if that fails, e.g. on a full disk, `tick` retries).
+    /// A partition that cannot be replayed makes only its own transactional ids
+    /// unavailable (COORDINATOR_NOT_AVAILABLE) until a restart.
+    pub fn load(&self, now_ms: i64) {
         let mut txns = self.lock();
         for partition in 0..self.log.partitions() {
-            self.log.replay(partition, &mut |event| {
+            let replayed = self.log.replay(partition, &mut |event| {
                 let LogEvent::Record { key, value, .. } = event else {
                     return;
                 };
@@ -436,20 +450,52 @@ impl TransactionCoordinator {
                         txns.remove(&id);
                     }
                 }
-            })?;
+            });
+            if let Err(reason) = replayed {
+                error!(
+                    partition,
+                    "cannot load __transaction_state partition {partition}; its transactional \
+                     ids are unavailable (COORDINATOR_NOT_AVAILABLE) until a restart: {reason}"
+                );
+                let partitions = self.log.partitions();
+                txns.retain(|id, _| partition_for(id, partitions) != partition);
+                crate::sync::lock(&self.unavailable_partitions, "transaction partitions")
+                    .insert(partition);
+            }
         }
         for (id, txn) in txns.iter_mut() {
-            let commit = match txn.state {
-                TxnState::PrepareCommit => true,
-                TxnState::PrepareAbort | TxnState::PrepareEpochFence => false,
-                _ => continue,
-            };
-            info!(transactional_id = %id, commit, "completing a transaction interrupted by a crash");
-            self.end(id, txn, commit, now_ms)
-                .map_err(|e| e.to_string())?;
+            if txn.state.is_prepared() {
+                info!(transactional_id = %id, "completing a transaction interrupted by a crash");
+                self.complete_prepared(id, txn, now_ms);
+            }
         }
         info!(transactional_ids = txns.len(), "loaded transactions");
-        Ok(())
+    }
+
+    /// Finishes a transaction left in a Prepare state (markers are idempotent). A failure
+    /// leaves it prepared for the next `tick` to retry, as Kafka's coordinator retries
+    /// marker writes until they succeed.
+    fn complete_prepared(&self, id: &str, txn: &mut Txn, now_ms: i64) {
+        let commit = txn.state == TxnState::PrepareCommit;
+        if let Err(err) = self.end(id, txn, commit, now_ms) {
+            warn!(transactional_id = %id, "completing a prepared transaction failed; will retry: {err}");
+        }
+    }
+
+    /// Whether this coordinator can serve `transactional_id` (its `__transaction_state`
+    /// partition was loaded).
+    pub fn is_available(&self, transactional_id: &str) -> bool {
+        let partition = partition_for(transactional_id, self.log.partitions());
+        !crate::sync::lock(&self.unavailable_partitions, "transaction partitions")
+            .contains(&partition)
+    }
+
+    fn check_available(&self, transactional_id: &str) -> Result<(), TxnError> {
+        if self.is_available(transactional_id) {
+            Ok(())
+        } else {
+            Err(TxnError::CoordinatorNotAvailable)
+        }
     }
 
     /// DescribeTransactions.

@@ -26,6 +26,14 @@ pub enum TxnState {
 }
 
 impl TxnState {
+    /// Between Prepare and Complete: the markers still have to be written.
+    pub fn is_prepared(self) -> bool {
+        matches!(
+            self,
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence
+        )
+    }
+
     pub fn from_id(id: i8) -> Option<TxnState> {
         Some(match id {
             0 => TxnState::Empty,

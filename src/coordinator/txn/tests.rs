@@ -200,7 +200,7 @@ fn a_crash_between_prepare_and_complete_is_finished_on_load() {
     log.records.lock().unwrap()[partition]
         .push((records::key("t"), Some(records::value(&prepared))));
     let restarted = TransactionCoordinator::new(TxnConfig::default(), log.clone(), env.clone());
-    restarted.load(10).unwrap();
+    restarted.load(10);
     assert_eq!(
         restarted.describe(&["t".into()])[0].as_ref().unwrap().state,
         "CompleteCommit"
@@ -211,6 +211,6 @@ fn a_crash_between_prepare_and_complete_is_finished_on_load() {
     );
     // The state itself survives a reload.
     let again = TransactionCoordinator::new(TxnConfig::default(), log, env);
-    again.load(20).unwrap();
+    again.load(20);
     assert_eq!(again.list(&[], &[pid]).len(), 1);
 }

@@ -208,6 +208,30 @@ impl Log {
         })
     }
 
+    /// A log whose directory could not be opened: it holds no segment, refuses all work
+    /// (`StorageError::LogOffline`, KAFKA_STORAGE_ERROR to clients) and keeps the
+    /// checkpointed offsets, so the checkpoint files go on saying what they said until a
+    /// restart tries the directory again. Nothing in the directory is touched.
+    pub fn offline(dir: &Path, config: LogConfig, checkpoint: Option<LogCheckpoint>) -> Log {
+        let (log_start_offset, recovery_point) = checkpoint.map_or((0, 0), |c| {
+            (c.log_start_offset.max(0), c.recovery_point.max(0))
+        });
+        Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments: BTreeMap::new(),
+            log_start_offset,
+            log_end_offset: recovery_point.max(log_start_offset),
+            recovery_point,
+            scratch: Vec::new(),
+            tap: None,
+            dir_changes: 0,
+            dir_changes_synced: 0,
+            offline: true,
+            producers: ProducerState::default(),
+        }
+    }
+
     /// Opens an existing log directory. Segments wholly below the checkpointed recovery
     /// point (all of them after a clean shutdown) keep their on-disk indexes if those pass
     /// their checks and agree with the `.log` (see [`Segment::load_trusted`]); the others,
@@ -829,8 +853,16 @@ impl Log {
         ))
     }
 
-    /// Files that must be fsynced to make everything up to the log end durable.
+    /// Files that must be fsynced to make everything up to the log end durable (none for
+    /// an offline log, whose files are not served).
     pub fn flush_plan(&self) -> FlushPlan {
+        if self.offline {
+            return FlushPlan {
+                files: Vec::new(),
+                end_offset: self.recovery_point,
+                dir: None,
+            };
+        }
         let files = self
             .segments
             .values()
@@ -851,6 +883,10 @@ impl Log {
     /// Records that `plan` was carried out: everything below its end offset, and the
     /// segment files it saw created, are on stable storage.
     pub fn mark_flushed(&mut self, plan: &FlushPlan) {
+        if self.offline {
+            // Fail-stop: after a failed fsync nothing more counts as durable.
+            return;
+        }
         if plan.end_offset > self.recovery_point {
             self.recovery_point = plan.end_offset.min(self.log_end_offset);
         }
@@ -861,6 +897,7 @@ impl Log {
 
     /// Writes every segment's indexes; used at clean shutdown together with a flush.
     pub fn write_all_indexes(&mut self) -> Result<(), StorageError> {
+        self.check_online()?;
         let dir = self.dir.clone();
         for segment in self.segments.values_mut() {
             segment
@@ -874,6 +911,7 @@ impl Log {
     /// Deletes whole segments that fall outside `retention.ms` / `retention.bytes`, never
     /// the active one, and moves the log start offset past them. Returns how many went.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        self.check_online()?;
         let mut deleted = 0;
         let mut total = self.size_bytes();
         while let (Some((_, oldest)), Some(&next_base)) =
@@ -898,6 +936,7 @@ impl Log {
 
     /// Moves the log start offset forward (DeleteRecords) and drops segments wholly below it.
     pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.check_online()?;
         if offset > self.log_end_offset {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
