@@ -479,6 +479,10 @@ pub fn replay(leftover: Leftover, topics: &TopicRegistry) -> Result<(), StorageE
     // The files go only once what they restored is durable in the segments and the
     // checkpoints say so; otherwise they stay, and the next start replays them again
     // (replay skips what a log already holds).
+    if touched.is_empty() {
+        remove_journal_files(&leftover);
+        return Ok(());
+    }
     let durable = touched.values().all(|partition| match partition.close() {
         Ok(_) => true,
         Err(err) => {
@@ -498,12 +502,16 @@ pub fn replay(leftover: Leftover, topics: &TopicRegistry) -> Result<(), StorageE
         warn!("writing checkpoints after the journal replay failed; the journal files stay for the next start: {err}");
         return Ok(());
     }
+    remove_journal_files(&leftover);
+    Ok(())
+}
+
+fn remove_journal_files(leftover: &Leftover) {
     for (_, path) in &leftover.files {
         if let Err(err) = std::fs::remove_file(path) {
             warn!(file = %path.display(), "deleting a replayed journal file failed: {err}");
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

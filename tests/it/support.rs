@@ -133,6 +133,20 @@ impl Broker {
         self.child.wait().expect("wait for ferry")
     }
 
+    /// Sends SIGTERM, waits for the exit and returns it with every log line printed.
+    pub fn stop_with_log(mut self) -> (ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let status = self.child.wait().expect("wait for ferry");
+        // The reader thread ends with the process's stderr; collect what it forwarded.
+        let lines = self.log_lines.iter().collect();
+        (status, lines)
+    }
+
     /// Kills the process with SIGKILL, as a crash would.
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL ferry");

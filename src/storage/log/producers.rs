@@ -189,10 +189,19 @@ impl Log {
     }
 
     /// Writes a producer-state snapshot at the log end and keeps the newest few.
+    ///
+    /// The snapshot is written to a temporary file and renamed over its name, so a failed
+    /// write (a full disk) leaves any earlier snapshot of that offset intact. Without an
+    /// fsync: a snapshot only saves replay work, and one torn by a crash is ignored.
     pub(super) fn write_snapshot(&self) -> Result<(), StorageError> {
         let path = snapshot_path(&self.dir, self.log_end_offset);
-        std::fs::write(&path, producer_state::encode_snapshot(&self.producers))
-            .map_err(|e| StorageError::io("write producer snapshot", &path, e))?;
+        let tmp = path.with_extension("snapshot.tmp");
+        std::fs::write(&tmp, producer_state::encode_snapshot(&self.producers))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                StorageError::io("write producer snapshot", &path, e)
+            })?;
         let offsets = list_snapshots(&self.dir);
         for old in offsets.iter().rev().skip(SNAPSHOTS_KEPT) {
             let _ = std::fs::remove_file(snapshot_path(&self.dir, *old));
