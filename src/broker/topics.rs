@@ -148,6 +148,10 @@ pub enum CloseOutcome {
 pub struct TopicRegistry {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     admin: Mutex<()>,
+    /// Serialises checkpoint writes (the timer, DeleteRecords, topic deletion, shutdown):
+    /// each collects the offsets and replaces the files under it, so a slower writer can
+    /// neither clobber another's temporary file nor put older offsets back.
+    checkpoints: Mutex<()>,
     data_dir: Arc<DataDir>,
     defaults: TopicDefaults,
     services: Services,
@@ -165,6 +169,7 @@ impl TopicRegistry {
         let registry = TopicRegistry {
             topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
+            checkpoints: Mutex::new(()),
             data_dir,
             defaults,
             services,
@@ -399,6 +404,14 @@ impl TopicRegistry {
             name: name.to_string(),
         })?;
         crate::sync::write(&self.topics, "registry lock").remove(name);
+        // The checkpoints lose the topic's entries before its files go (as Kafka's
+        // `asyncDelete` does), so that a topic created again under this name never opens
+        // with the deleted one's log start or recovery point.
+        if let Err(err) = self.write_checkpoints() {
+            crate::sync::write(&self.topics, "registry lock")
+                .insert(name.to_string(), Arc::clone(&topic));
+            return Err(err.into());
+        }
         let record = TopicRecord {
             name: topic.name.clone(),
             topic_id: topic.topic_id,
@@ -498,6 +511,7 @@ impl TopicRegistry {
 
     /// Writes the recovery-point and log-start-offset checkpoint files.
     pub fn write_checkpoints(&self) -> Result<(), StorageError> {
+        let _serialised = crate::sync::lock(&self.checkpoints, "checkpoint lock");
         let mut recovery_points = HashMap::new();
         let mut log_starts = HashMap::new();
         for topic in self.list() {

@@ -70,6 +70,22 @@ pub const MAX_QUEUED_RESPONSE_BYTES: usize = 1024 * 1024;
 /// librdkafka) still go without one.
 const COPIED_REGION_MAX_BYTES: usize = 16 * 1024;
 
+/// How long a pending reply (a durable produce awaiting its fsync, a long-poll fetch, a
+/// parked JoinGroup) may still complete once shutdown began; then the connection closes
+/// and the client retries elsewhere. A durable produce completes within a journal round,
+/// a long poll of librdkafka's default 500 ms within this.
+const SHUTDOWN_GRACE_MS: u64 = 1_000;
+
+/// Whether, and why, a connection is closing: the writer stops waiting for pending
+/// replies at once when the peer is gone, or after `SHUTDOWN_GRACE_MS` at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    No,
+    /// The client closed its side, or reading failed: nobody will read a reply.
+    PeerGone,
+    Shutdown,
+}
+
 /// Why reading a frame stopped.
 #[derive(Debug)]
 enum FrameError {
@@ -192,6 +208,8 @@ struct ReadFrame {
 
 /// Reads frames and hands them on in order until the stream ends, a frame breaks a limit,
 /// shutdown, or dispatch stops taking them.
+/// Tells `closing` why it stopped: `PeerGone` at the end of the stream or on a read error
+/// or a broken limit, `Shutdown` when the broker stops.
 async fn read_frames<R: AsyncRead + Unpin>(
     read_half: R,
     limits: ConnectionLimits,
@@ -199,22 +217,31 @@ async fn read_frames<R: AsyncRead + Unpin>(
     peer: SocketAddr,
     frames: mpsc::Sender<ReadFrame>,
     mut shutdown: watch::Receiver<bool>,
+    closing: Arc<watch::Sender<Closing>>,
 ) {
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     loop {
         let frame = tokio::select! {
             frame = read_frame(&mut reader, &limits, &memory) => frame,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                closing.send_replace(Closing::Shutdown);
+                return;
+            }
         };
         let (bytes, permit) = match frame {
             Ok(Some(frame)) => frame,
-            Ok(None) => return,
+            Ok(None) => {
+                closing.send_replace(Closing::PeerGone);
+                return;
+            }
             Err(FrameError::Io(err)) => {
                 debug!(%peer, "connection closed: {err}");
+                closing.send_replace(Closing::PeerGone);
                 return;
             }
             Err(err) => {
                 warn!(%peer, "closing connection: {err}");
+                closing.send_replace(Closing::PeerGone);
                 return;
             }
         };
@@ -258,7 +285,16 @@ pub async fn serve(
     let (read_half, write_half) = stream.into_split();
     let (replies, pending) = mpsc::channel::<Queued>(limits.max_inflight_requests);
     let idle = Duration::from_millis(limits.idle_timeout_ms);
-    let writer = tokio::spawn(write_replies(write_half, pending, peer, idle, latency));
+    let (closing, closing_seen) = watch::channel(Closing::No);
+    let closing = Arc::new(closing);
+    let writer = tokio::spawn(write_replies(
+        write_half,
+        pending,
+        peer,
+        idle,
+        latency,
+        closing_seen,
+    ));
     let (frames_read, mut frames) = mpsc::channel::<ReadFrame>(FRAMES_READ_AHEAD);
     let reading = tokio::spawn(read_frames(
         read_half,
@@ -267,6 +303,7 @@ pub async fn serve(
         peer,
         frames_read,
         shutdown.clone(),
+        Arc::clone(&closing),
     ));
     let response_budget = Arc::new(Semaphore::new(MAX_QUEUED_RESPONSE_BYTES));
     while let Some(ReadFrame {
@@ -326,6 +363,18 @@ pub async fn serve(
     }
     // The reader may be waiting for a frame that is not coming; the connection is done.
     reading.abort();
+    let why = if *shutdown.borrow() {
+        Closing::Shutdown
+    } else {
+        Closing::PeerGone
+    };
+    closing.send_if_modified(|state| {
+        let unset = *state == Closing::No;
+        if unset {
+            *state = why;
+        }
+        unset
+    });
     drop(replies);
     if let Err(err) = writer.await {
         error!(%peer, "connection writer task failed: {err}");
@@ -460,10 +509,16 @@ fn log_write_error(peer: SocketAddr, err: &std::io::Error) {
 /// not ready at once, the responses already buffered are flushed first: they are
 /// complete, and holding them until this one resolves would delay every earlier
 /// acknowledgement by up to a flush interval or `max_wait_ms`.
+///
+/// The wait ends early, closing the connection, when the client is gone (it closed its side
+/// while a long poll waited: its slot and memory come back at once), after
+/// `SHUTDOWN_GRACE_MS` once shutdown began, or after `connections.max.idle.ms` without an
+/// answer (a client may ask for a wait of weeks).
 async fn await_flushing(
     mut future: BoxFuture<Result<OutFrame, EncodeError>>,
     writer: &mut BufWriter<OwnedWriteHalf>,
     idle: Duration,
+    closing: &mut watch::Receiver<Closing>,
 ) -> std::io::Result<Result<OutFrame, EncodeError>> {
     let first_poll = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
     if let Poll::Ready(frame) = first_poll {
@@ -472,7 +527,29 @@ async fn await_flushing(
     if !writer.buffer().is_empty() {
         flush_within(writer, idle).await?;
     }
-    Ok(future.await)
+    tokio::select! {
+        frame = future => Ok(frame),
+        why = closed(closing) => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why)),
+        _ = tokio::time::sleep(idle) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "a pending reply took longer than connections.max.idle.ms",
+        )),
+    }
+}
+
+/// Resolves when a pending reply should no longer be awaited: at once when the peer is
+/// gone, `SHUTDOWN_GRACE_MS` after shutdown began.
+async fn closed(closing: &mut watch::Receiver<Closing>) -> &'static str {
+    let state = closing.wait_for(|c| *c != Closing::No).await.map(|c| *c);
+    match state {
+        Ok(Closing::Shutdown) => {
+            tokio::time::sleep(Duration::from_millis(SHUTDOWN_GRACE_MS)).await;
+            "the broker is shutting down"
+        }
+        Ok(_) => "the client closed the connection",
+        // The connection's reader is gone without a word: nobody reads replies.
+        Err(_) => "the connection closed",
+    }
 }
 
 /// Writes responses in request order, awaiting pending ones, batching writes while more
@@ -483,19 +560,22 @@ async fn write_replies(
     peer: SocketAddr,
     idle: Duration,
     latency: Arc<RequestLatency>,
+    mut closing: watch::Receiver<Closing>,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
     let mut scratch = Vec::with_capacity(COPIED_REGION_MAX_BYTES);
     while let Some(queued) = pending.recv().await {
         let frame = match queued.reply {
             Reply::Ready(frame) => frame,
-            Reply::Pending(future) => match await_flushing(future, &mut writer, idle).await {
-                Ok(frame) => frame,
-                Err(err) => {
-                    log_write_error(peer, &err);
-                    return;
+            Reply::Pending(future) => {
+                match await_flushing(future, &mut writer, idle, &mut closing).await {
+                    Ok(frame) => frame,
+                    Err(err) => {
+                        log_write_error(peer, &err);
+                        return;
+                    }
                 }
-            },
+            }
             Reply::NoResponse => continue,
             Reply::Close(reason) => {
                 warn!(%peer, "closing connection: {reason}");
@@ -557,6 +637,7 @@ mod tests {
         let (frames_read, mut frames) = mpsc::channel(FRAMES_READ_AHEAD);
         let (_shutdown, shutdown_seen) = watch::channel(false);
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (closing, _closing_seen) = watch::channel(Closing::No);
         let reading = tokio::spawn(read_frames(
             server,
             limits,
@@ -564,6 +645,7 @@ mod tests {
             peer,
             frames_read,
             shutdown_seen,
+            Arc::new(closing),
         ));
         let sending = tokio::spawn(async move {
             let mut frame = (FRAME_BYTES as i32).to_be_bytes().to_vec();

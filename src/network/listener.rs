@@ -67,6 +67,9 @@ pub async fn run(
             drop(permit);
         });
     }
+    // Stop accepting at once: a listening socket left open while connections drain would
+    // still complete clients' TCP handshakes, only to reset them when it closes.
+    drop(listener);
     let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(
         Duration::from_millis(DRAIN_TIMEOUT_MS),

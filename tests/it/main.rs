@@ -3,6 +3,7 @@
 
 #[cfg(feature = "bench")]
 mod bench;
+mod connections;
 mod consumer_process;
 mod crash;
 mod disk_full;
@@ -18,5 +19,6 @@ mod produce_consume;
 mod records;
 mod recovery;
 mod restart;
+mod restart_model;
 mod support;
 mod transactions;

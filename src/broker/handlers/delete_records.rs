@@ -8,6 +8,8 @@ use proto_kafka::messages::delete_records_response::{
 };
 use proto_kafka::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
+use tracing::warn;
+
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError};
 use crate::broker::Broker;
@@ -17,7 +19,7 @@ pub fn handle(
     _ctx: &RequestContext,
     request: DeleteRecordsRequest,
 ) -> Handled<DeleteRecordsResponse> {
-    let topics = request
+    let mut topics: Vec<DeleteRecordsTopicResult> = request
         .topics
         .iter()
         .map(|topic| {
@@ -46,5 +48,26 @@ pub fn handle(
                 .with_partitions(partitions)
         })
         .collect();
+    persist_log_starts(broker, &mut topics);
     Handled::Now(DeleteRecordsResponse::default().with_topics(topics))
+}
+
+/// Makes the new log start offsets durable (the log-start-offset checkpoint) before the
+/// answer, so a crash right after cannot bring deleted records back; if that write fails,
+/// the partitions that moved report KAFKA_STORAGE_ERROR (their start already moved in
+/// memory and is written with the next checkpoint).
+fn persist_log_starts(broker: &Broker, topics: &mut [DeleteRecordsTopicResult]) {
+    let moved = |p: &DeleteRecordsPartitionResult| p.error_code == 0;
+    if !topics.iter().any(|t| t.partitions.iter().any(moved)) {
+        return;
+    }
+    if let Err(err) = broker.topics.write_checkpoints() {
+        warn!("persisting log start offsets for DeleteRecords failed: {err}");
+        for partition in topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+            if moved(partition) {
+                partition.error_code = code(KafkaError::KafkaStorageError);
+                partition.low_watermark = -1;
+            }
+        }
+    }
 }

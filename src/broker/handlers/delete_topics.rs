@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{str_bytes, topic_name};
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError};
-use crate::broker::Broker;
+use crate::broker::{now_ms, Broker};
 
 pub fn handle(
     broker: &Arc<Broker>,
@@ -47,6 +47,7 @@ pub fn handle(
             result.name = Some(topic_name(&name));
             match broker.topics.delete(&name) {
                 Ok(deleted_id) => {
+                    broker.groups.remove_topic_offsets(&name, now_ms());
                     if version >= 6 {
                         result.topic_id = deleted_id;
                     }

@@ -12,7 +12,7 @@
 //! * A commit is answered only after its records are appended (and, in durable mode,
 //!   fsynced); offsets become visible to OffsetFetch when appended.
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::records::{self, OffsetValue};
 use super::state::{Group, GroupState};
@@ -266,6 +266,51 @@ impl GroupCoordinator {
             self.persist(&group_id, &tombstones).map(drop)?;
         }
         Ok(results)
+    }
+
+    /// Forgets every group's committed offsets of a deleted topic (Kafka's
+    /// `onPartitionsDeleted`), so that a topic created again under the same name starts
+    /// without them; a group left with no offsets and no members is deleted with them.
+    pub fn remove_topic_offsets(&self, topic: &str, now_ms: i64) {
+        let mut inner = self.lock();
+        let ids: Vec<String> = inner
+            .groups
+            .iter()
+            .filter(|(_, g)| g.offsets.keys().any(|(t, _)| t == topic))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if self.check_available(&inner, &id).is_err() {
+                continue;
+            }
+            let Some(group) = inner.groups.get_mut(&id) else {
+                continue;
+            };
+            let removed: Vec<(String, i32)> = group
+                .offsets
+                .keys()
+                .filter(|(t, _)| t == topic)
+                .cloned()
+                .collect();
+            let mut tombstones: Vec<KeyValue> = removed
+                .iter()
+                .map(|(t, p)| (records::offset_key(&id, t, *p), None))
+                .collect();
+            for key in &removed {
+                group.offsets.remove(key);
+            }
+            let forgettable = group.state == GroupState::Empty
+                && group.offsets.is_empty()
+                && group.members.is_empty();
+            if forgettable {
+                tombstones.push((records::group_key(&id), None));
+                group.transition(GroupState::Dead, now_ms);
+                inner.groups.remove(&id);
+            }
+            if let Err(err) = self.persist(&id, &tombstones) {
+                warn!(group = %id, topic, "removing a deleted topic's offsets failed: {err}");
+            }
+        }
     }
 
     /// Expires offsets: for a group with a protocol, all of them once it has been Empty for
