@@ -10,6 +10,7 @@
 //! * [`server`]: composition root wiring the layers together.
 //! * [`client`]: a small Kafka protocol client for Ferry's own tools.
 //! * [`admin`]: operator tools over the wire (`ferry groups`).
+//! * [`logging`]: client text escaped and connection warnings limited per peer in the log.
 //! * [`properties`]: Java `.properties` text used by configs and metadata files.
 //! * [`sync`]: locks that survive a panic in one holder, so one bug cannot cascade.
 //! * `bench` (feature `bench`): the benchmark harness behind `ferry bench`.
@@ -21,6 +22,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod coordinator;
+pub mod logging;
 pub mod network;
 pub mod properties;
 pub mod protocol;

@@ -113,6 +113,7 @@ fn ignore_file_size_signal() {
 /// Runs a broker until a termination signal, then shuts it down cleanly.
 pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     ignore_file_size_signal();
+    crate::logging::limit_peer_warnings(config.connection_warnings_per_peer_per_minute);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {

@@ -76,6 +76,10 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     /// `ferry.max.inflight.requests.per.connection`: requests read ahead of their responses.
     pub max_inflight_requests_per_connection: usize,
+    /// `ferry.connection.warnings.per.peer.per.minute`: warnings about misbehaving
+    /// connections (malformed frames, broken limits) logged per client address per minute;
+    /// more are counted and reported with the next one logged.
+    pub connection_warnings_per_peer_per_minute: u32,
     /// `ferry.worker.threads`: threads running connections and request handlers; 0 means
     /// one per CPU core. On a small machine shared with the clients, fewer threads than
     /// cores cost less CPU per small request (docs/performance.md).
@@ -120,6 +124,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             connections_max_idle_ms: 600_000,
             max_inflight_requests_per_connection: 32,
+            connection_warnings_per_peer_per_minute: 10,
             worker_threads: 0,
             journal_file_bytes: 16 << 20,
             fetch_max_bytes: 57_671_680,
@@ -256,6 +261,9 @@ impl BrokerConfig {
             "connections.max.idle.ms" => self.connections_max_idle_ms = parse_num(key, value)?,
             "ferry.max.inflight.requests.per.connection" => {
                 self.max_inflight_requests_per_connection = parse_num(key, value)?
+            }
+            "ferry.connection.warnings.per.peer.per.minute" => {
+                self.connection_warnings_per_peer_per_minute = parse_num(key, value)?
             }
             "ferry.worker.threads" => self.worker_threads = parse_num(key, value)?,
             "ferry.journal.file.bytes" => self.journal_file_bytes = parse_num(key, value)?,

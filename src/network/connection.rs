@@ -31,12 +31,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 
 use super::request_latency::RequestLatency;
 use super::ConnectionLimits;
 use crate::broker::dispatch::{dispatch, BoxFuture, Reply};
 use crate::broker::Broker;
+use crate::logging::Escaped;
 use crate::protocol::codec::EncodeError;
 use crate::protocol::decode_request_header;
 use crate::protocol::frame::{Chunk, FileRegion, OutFrame};
@@ -240,7 +241,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 return;
             }
             Err(err) => {
-                warn!(%peer, "closing connection: {err}");
+                crate::warn_peer!(peer, "closing connection: {err}");
                 closing.send_replace(Closing::PeerGone);
                 return;
             }
@@ -315,7 +316,7 @@ pub async fn serve(
         let request = match decode_request_header(bytes.freeze()) {
             Ok(request) => request,
             Err(err) => {
-                warn!(%peer, "closing connection: {err}");
+                crate::warn_peer!(peer, "closing connection: {}", Escaped(&err.to_string()));
                 break;
             }
         };
@@ -323,11 +324,12 @@ pub async fn serve(
         if request.api_key != ApiKey::Produce
             && frame_bytes > limits.max_frame_bytes_without_records
         {
-            warn!(
-                %peer,
+            crate::warn_peer!(
+                peer,
                 "closing connection: {:?} request body of {frame_bytes} bytes exceeds \
                  ferry.max.request.bytes.without.records={}",
-                request.api_key, limits.max_frame_bytes_without_records
+                request.api_key,
+                limits.max_frame_bytes_without_records
             );
             break;
         }
@@ -499,7 +501,7 @@ async fn flush_within(
 
 fn log_write_error(peer: SocketAddr, err: &std::io::Error) {
     if err.kind() == std::io::ErrorKind::TimedOut {
-        warn!(%peer, "closing connection: {err}");
+        crate::warn_peer!(peer, "closing connection: {err}");
     } else {
         debug!(%peer, "write failed: {err}");
     }
@@ -578,7 +580,7 @@ async fn write_replies(
             }
             Reply::NoResponse => continue,
             Reply::Close(reason) => {
-                warn!(%peer, "closing connection: {reason}");
+                crate::warn_peer!(peer, "closing connection: {}", Escaped(&reason));
                 break;
             }
         };

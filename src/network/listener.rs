@@ -56,7 +56,10 @@ pub async fn run(
             }
         };
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            warn!(%peer, "refusing connection: max.connections={max_connections} reached");
+            crate::warn_peer!(
+                peer,
+                "refusing connection: max.connections={max_connections} reached"
+            );
             drop(stream);
             continue;
         };

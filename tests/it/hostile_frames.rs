@@ -1180,7 +1180,15 @@ fn list_offset(client: &mut Client, topic: &str, timestamp: i64) -> (i16, i64) {
     (partition.error_code, partition.offset)
 }
 
+/// Lets every hostile connection of these tests be logged (they look for each one's
+/// line); `hostile_peers_cannot_flood_the_log` checks the default limit.
+const UNLIMITED_WARNINGS: &str = "ferry.connection.warnings.per.peer.per.minute=1000000";
+
 fn start_broker(overrides: &[&str]) -> (tempfile::TempDir, Broker) {
+    start_broker_with(&[&[UNLIMITED_WARNINGS], overrides].concat())
+}
+
+fn start_broker_with(overrides: &[&str]) -> (tempfile::TempDir, Broker) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = Vec::new();
     for value in overrides {
@@ -2015,4 +2023,59 @@ fn a_finished_response_is_not_held_behind_a_later_long_poll() {
         .expect("connection open");
     let response: ProduceResponse = decode_response(ApiKey::Produce, PRODUCE_VERSION, 1, answer);
     assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+}
+
+/// Hundreds of malformed connections from one address make a handful of warnings, not one
+/// each; and client-supplied text (a client id with a NUL byte and a terminal escape, a
+/// topic name that is no name) reaches the log escaped.
+#[test]
+fn hostile_peers_cannot_flood_the_log_and_client_text_is_escaped() {
+    let (_dir, mut broker) = start_broker_with(&[]);
+    for _ in 0..300 {
+        let mut client = Client::connect(&broker);
+        client.send_raw(&i32::MAX.to_be_bytes()).unwrap();
+        client.assert_closed(CLOSE_TIMEOUT, "oversized prefix");
+    }
+    // A client id and a topic name with a NUL byte and an escape sequence.
+    let mut client = Client::connect(&broker);
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::CreateTopics as i16)
+        .with_request_api_version(5)
+        .with_correlation_id(9)
+        .with_client_id(Some(str_bytes("evil\0client\u{1b}[2J")));
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(1_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name("bad\0topic\u{1b}[2J"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, ApiKey::CreateTopics.request_header_version(5))
+        .unwrap();
+    request.encode(&mut body, 5).unwrap();
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    client.send_raw(&frame).unwrap();
+    let answer = client.read_frame().unwrap().expect("an answer");
+    let response: CreateTopicsResponse = decode_response(ApiKey::CreateTopics, 5, 9, answer);
+    assert_eq!(response.topics[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
+    assert_serving(&mut broker);
+    let (status, log) = broker.stop_with_log();
+    assert!(status.success());
+    let warnings: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("closing connection"))
+        .collect();
+    assert!(
+        warnings.len() <= 10,
+        "{} warnings for 300 malformed connections from one address",
+        warnings.len()
+    );
+    for line in &log {
+        assert!(
+            !line.contains('\0') && !line.contains('\u{1b}'),
+            "a raw control character reached the log: {line:?}"
+        );
+    }
 }

@@ -10,9 +10,8 @@ use proto_kafka::messages::{
     AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
 };
-use tracing::warn;
 
-use super::str_bytes;
+use super::{log_refusal, str_bytes};
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError};
 use crate::broker::topics::TopicError;
@@ -75,13 +74,17 @@ pub mod incremental {
                         .configs
                         .iter()
                         .map(|c| {
-                            (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string()))
+                            (
+                                c.name.to_string(),
+                                c.config_operation,
+                                c.value.as_ref().map(|v| v.to_string()),
+                            )
                         })
                         .collect();
                     outcome(apply(broker, name, &ops, request.validate_only))
                 };
                 if let Some(message) = &message {
-                    warn!(resource = name, client = ?ctx.client_id, "alter configs refused: {message}");
+                    log_refusal(ctx, "alter configs", name, error, message);
                 }
                 AlterConfigsResourceResponse::default()
                     .with_error_code(error)
@@ -180,11 +183,13 @@ pub mod legacy {
                         })
                         .collect();
                     outcome(configs.and_then(|configs| {
-                        broker.topics.alter_configs(name, configs, request.validate_only)
+                        broker
+                            .topics
+                            .alter_configs(name, configs, request.validate_only)
                     }))
                 };
                 if let Some(message) = &message {
-                    warn!(resource = name, client = ?ctx.client_id, "alter configs refused: {message}");
+                    log_refusal(ctx, "alter configs", name, error, message);
                 }
                 AlterConfigsResourceResponse::default()
                     .with_error_code(error)

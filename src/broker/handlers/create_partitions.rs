@@ -4,9 +4,8 @@ use std::sync::Arc;
 
 use proto_kafka::messages::create_partitions_response::CreatePartitionsTopicResult;
 use proto_kafka::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
-use tracing::warn;
 
-use super::str_bytes;
+use super::{log_refusal, str_bytes};
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError};
 use crate::broker::Broker;
@@ -37,9 +36,10 @@ pub fn handle(
                 .topics
                 .add_partitions(name, topic.count, request.validate_only)
             {
-                warn!(topic = name, client = ?ctx.client_id, "create partitions refused: {err}");
                 result.error_code = error_code::from_topic(&err);
-                result.error_message = Some(str_bytes(&err.to_string()));
+                let message = err.to_string();
+                log_refusal(ctx, "create partitions", name, result.error_code, &message);
+                result.error_message = Some(str_bytes(&message));
             }
             result
         })

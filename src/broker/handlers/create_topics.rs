@@ -11,7 +11,7 @@ use proto_kafka::messages::create_topics_response::{CreatableTopicConfigs, Creat
 use proto_kafka::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use tracing::{info, warn};
 
-use super::str_bytes;
+use super::{log_refusal, str_bytes};
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError};
 use crate::broker::topics::{Topic, TopicError, TopicSpec};
@@ -54,9 +54,10 @@ pub fn handle(
                     fill_success(broker, ctx.api_version, &mut result, &created, &spec)
                 }
                 Err(err) => {
-                    warn!(topic = name, client = ?ctx.client_id, "create topic refused: {err}");
                     result.error_code = error_code::from_topic(&err);
-                    result.error_message = Some(str_bytes(&err.to_string()));
+                    let message = err.to_string();
+                    log_refusal(ctx, "create topic", name, result.error_code, &message);
+                    result.error_message = Some(str_bytes(&message));
                 }
             }
             if request.validate_only && result.error_code == 0 {

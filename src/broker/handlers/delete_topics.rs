@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use proto_kafka::messages::delete_topics_response::DeletableTopicResult;
 use proto_kafka::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
-use tracing::warn;
 use uuid::Uuid;
 
-use super::{str_bytes, topic_name};
+use super::{log_refusal, str_bytes, topic_name};
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError};
 use crate::broker::{now_ms, Broker};
@@ -53,10 +52,11 @@ pub fn handle(
                     }
                 }
                 Err(err) => {
-                    warn!(topic = %name, client = ?ctx.client_id, "delete topic refused: {err}");
                     result.error_code = error_code::from_topic(&err);
+                    let message = err.to_string();
+                    log_refusal(ctx, "delete topic", &name, result.error_code, &message);
                     if version >= 5 {
-                        result.error_message = Some(str_bytes(&err.to_string()));
+                        result.error_message = Some(str_bytes(&message));
                     }
                 }
             }

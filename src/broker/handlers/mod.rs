@@ -49,6 +49,29 @@ pub(crate) fn topic_name(text: &str) -> TopicName {
     TopicName(str_bytes(text))
 }
 
+/// Logs a refused admin operation on `resource`: at warn when the broker failed
+/// (KAFKA_STORAGE_ERROR), at debug when the client asked for something invalid or already
+/// done (a topic that exists: stream frameworks create their topics at every start). Client
+/// text is escaped.
+pub(crate) fn log_refusal(
+    ctx: &crate::broker::dispatch::RequestContext,
+    operation: &str,
+    resource: &str,
+    error_code: i16,
+    message: &str,
+) {
+    use crate::logging::Escaped;
+    let client = Escaped(ctx.client_id.as_deref().unwrap_or(""));
+    let (resource, message) = (Escaped(resource), Escaped(message));
+    let storage =
+        crate::broker::error_code::code(crate::broker::error_code::KafkaError::KafkaStorageError);
+    if error_code == storage {
+        tracing::warn!(%resource, %client, "{operation} failed: {message}");
+    } else {
+        tracing::debug!(%resource, %client, "{operation} refused: {message}");
+    }
+}
+
 /// Waits for every write to be durable; false if any failed.
 pub(crate) async fn await_durable(waits: Vec<DurableFuture>) -> bool {
     let mut ok = true;

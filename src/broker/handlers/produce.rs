@@ -12,7 +12,9 @@ use proto_kafka::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use proto_kafka::messages::{ProduceRequest, ProduceResponse};
-use tracing::warn;
+use tracing::debug;
+
+use crate::logging::Escaped;
 
 use super::{str_bytes, topic_name};
 use crate::broker::dispatch::{Handled, RequestContext};
@@ -166,8 +168,11 @@ fn append(
     match partition.append_as_leader(records, now) {
         Ok((info, wait)) => Ok((partition, info, wait)),
         Err(err) => {
-            warn!(
-                topic, partition = index, client = ?ctx.client_id, peer = %ctx.peer,
+            // A storage failure was logged by the partition; the rest are the client's
+            // mistakes (corrupt or oversized batches, sequence errors): debug, escaped.
+            debug!(
+                topic = %Escaped(topic), partition = index,
+                client = %Escaped(ctx.client_id.as_deref().unwrap_or("")), peer = %ctx.peer,
                 "rejected produce: {err}"
             );
             let record_indexes = match &err {

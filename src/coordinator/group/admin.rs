@@ -107,7 +107,7 @@ impl GroupCoordinator {
                 }
                 group.transition(GroupState::Dead, now_ms);
                 inner.groups.remove(id);
-                info!(group = %id, "deleted group");
+                info!(group = ?id, "deleted group");
                 None
             })
             .collect()

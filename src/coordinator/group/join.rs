@@ -201,7 +201,7 @@ impl GroupCoordinator {
         if was_leader {
             group.leader_id = Some(new_id.clone());
         }
-        info!(group = %group.id, old = old_id, new = %new_id, "static member rejoined with a new member id");
+        info!(group = ?group.id, old = old_id, new = ?new_id, "static member rejoined with a new member id");
         let protocol_kept = group.select_protocol() == group.protocol_name;
         match group.state {
             GroupState::Stable if protocol_kept => {
@@ -263,7 +263,7 @@ impl GroupCoordinator {
             group.initial_join_limit_ms = None;
         }
         info!(
-            group = %group.id, from = group.state.name(), generation = group.generation_id,
+            group = ?group.id, from = group.state.name(), generation = group.generation_id,
             "preparing to rebalance: {reason}"
         );
         group.transition(GroupState::PreparingRebalance, now_ms);
@@ -291,7 +291,7 @@ impl GroupCoordinator {
             .map(|m| m.member_id.clone())
             .collect();
         for member_id in &missing {
-            info!(group = %group.id, member = %member_id, "removing member that did not rejoin in time");
+            info!(group = ?group.id, member = ?member_id, "removing member that did not rejoin in time");
             group.remove_member(member_id);
         }
         group.initial_join_limit_ms = None;
@@ -300,7 +300,7 @@ impl GroupCoordinator {
             group.protocol_name = None;
             group.leader_id = None;
             group.transition(GroupState::Empty, now_ms);
-            info!(group = %group.id, generation = group.generation_id, "group is now empty");
+            info!(group = ?group.id, generation = group.generation_id, "group is now empty");
             let _ = self.persist_group(group);
             return;
         }
@@ -320,7 +320,7 @@ impl GroupCoordinator {
         group.transition(GroupState::CompletingRebalance, now_ms);
         group.sync_deadline_ms = now_ms + group.rebalance_timeout_ms();
         info!(
-            group = %group.id, generation = group.generation_id, members = group.members.len(),
+            group = ?group.id, generation = group.generation_id, members = group.members.len(),
             protocol = ?group.protocol_name, leader = ?group.leader_id, "join phase complete"
         );
         let responses: Vec<(String, JoinResponse)> = group
@@ -444,7 +444,7 @@ impl GroupCoordinator {
                 });
             }
         }
-        info!(group = %group.id, generation = group.generation_id, "group is stable");
+        info!(group = ?group.id, generation = group.generation_id, "group is stable");
     }
 }
 

@@ -136,7 +136,7 @@ impl GroupCoordinator {
             return;
         }
         for member_id in &expired {
-            info!(group = %group.id, member = %member_id, "member's session expired, removing it");
+            info!(group = ?group.id, member = ?member_id, "member's session expired, removing it");
             group.remove_member(member_id);
         }
         self.member_left(group, now_ms, "session timeout");
@@ -152,7 +152,7 @@ impl GroupCoordinator {
             .map(|m| m.member_id.clone())
             .collect();
         for member_id in &silent {
-            info!(group = %group.id, member = %member_id, "member did not sync in time, removing it");
+            info!(group = ?group.id, member = ?member_id, "member did not sync in time, removing it");
             group.remove_member(member_id);
         }
         if group.members.is_empty() {
@@ -192,6 +192,6 @@ fn remove_leaving_member(group: &mut Group, leaving: &LeavingMember) -> Option<G
     if let Some(sync) = member.awaiting_sync {
         let _ = sync.send(SyncResponse::error(GroupError::UnknownMemberId));
     }
-    info!(group = %group.id, member = %member_id, "member left the group");
+    info!(group = ?group.id, member = ?member_id, "member left the group");
     None
 }

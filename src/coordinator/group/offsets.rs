@@ -308,7 +308,7 @@ impl GroupCoordinator {
                 inner.groups.remove(&id);
             }
             if let Err(err) = self.persist(&id, &tombstones) {
-                warn!(group = %id, topic, "removing a deleted topic's offsets failed: {err}");
+                warn!(group = ?id, topic, "removing a deleted topic's offsets failed: {err}");
             }
         }
     }
@@ -349,7 +349,7 @@ impl GroupCoordinator {
             tombstones.push((records::group_key(&group.id), None));
             group.transition(GroupState::Dead, now_ms);
         }
-        info!(group = %group.id, offsets = expired.len(), "expired committed offsets");
+        info!(group = ?group.id, offsets = expired.len(), "expired committed offsets");
         let _ = self.persist(&group.id, &tombstones);
     }
 }

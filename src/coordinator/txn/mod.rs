@@ -362,7 +362,7 @@ impl TransactionCoordinator {
                 Ok(Some(wait)) => waits.push(wait),
                 Ok(None) => {}
                 Err(err) => {
-                    warn!(topic = %topic, partition, "writing a transaction marker failed: {err}");
+                    warn!(topic = ?topic, partition, "writing a transaction marker failed: {err}");
                     return Err(TxnError::StorageFailure);
                 }
             }
@@ -386,12 +386,12 @@ impl TransactionCoordinator {
             }
             let open_ms = now_ms.saturating_sub(txn.start_ms);
             if txn.state == TxnState::Ongoing && open_ms > i64::from(txn.timeout_ms) {
-                info!(transactional_id = %id, "aborting a transaction that exceeded its timeout");
+                info!(transactional_id = ?id, "aborting a transaction that exceeded its timeout");
                 if bump_epoch(txn, &next_id)
                     .and_then(|()| self.end(id, txn, false, now_ms))
                     .is_err()
                 {
-                    warn!(transactional_id = %id, "aborting the timed-out transaction failed; will retry");
+                    warn!(transactional_id = ?id, "aborting the timed-out transaction failed; will retry");
                 }
             }
         }
@@ -412,7 +412,7 @@ impl TransactionCoordinator {
                 .is_ok()
             {
                 txns.remove(&id);
-                info!(transactional_id = %id, "expired an idle transactional id");
+                info!(transactional_id = ?id, "expired an idle transactional id");
             }
         }
     }
@@ -465,7 +465,7 @@ impl TransactionCoordinator {
         }
         for (id, txn) in txns.iter_mut() {
             if txn.state.is_prepared() {
-                info!(transactional_id = %id, "completing a transaction interrupted by a crash");
+                info!(transactional_id = ?id, "completing a transaction interrupted by a crash");
                 self.complete_prepared(id, txn, now_ms);
             }
         }
@@ -478,7 +478,7 @@ impl TransactionCoordinator {
     fn complete_prepared(&self, id: &str, txn: &mut Txn, now_ms: i64) {
         let commit = txn.state == TxnState::PrepareCommit;
         if let Err(err) = self.end(id, txn, commit, now_ms) {
-            warn!(transactional_id = %id, "completing a prepared transaction failed; will retry: {err}");
+            warn!(transactional_id = ?id, "completing a prepared transaction failed; will retry: {err}");
         }
     }
 
