@@ -18,6 +18,7 @@ mod librdkafka_suite;
 mod produce_consume;
 mod records;
 mod recovery;
+mod responses;
 mod restart;
 mod restart_model;
 mod support;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use proto_kafka::messages::create_partitions_response::CreatePartitionsTopicResult;
 use proto_kafka::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::{log_refusal, str_bytes};
+use super::{log_refusal, split_duplicates, str_bytes, topic_name, DUPLICATE_TOPIC_NAME};
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError};
 use crate::broker::Broker;
@@ -15,9 +15,9 @@ pub fn handle(
     ctx: &RequestContext,
     request: CreatePartitionsRequest,
 ) -> Handled<CreatePartitionsResponse> {
-    let results = request
-        .topics
-        .iter()
+    let (unique, duplicated) = split_duplicates(&request.topics, |t| t.name.0.as_str());
+    let mut results: Vec<CreatePartitionsTopicResult> = unique
+        .into_iter()
         .map(|topic| {
             let name = topic.name.0.as_str();
             let mut result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
@@ -44,5 +44,11 @@ pub fn handle(
             result
         })
         .collect();
+    results.extend(duplicated.iter().map(|name| {
+        CreatePartitionsTopicResult::default()
+            .with_name(topic_name(name))
+            .with_error_code(code(KafkaError::InvalidRequest))
+            .with_error_message(Some(str_bytes(DUPLICATE_TOPIC_NAME)))
+    }));
     Handled::Now(CreatePartitionsResponse::default().with_results(results))
 }

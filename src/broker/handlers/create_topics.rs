@@ -3,15 +3,15 @@
 //! broker, and validated config overrides; `validate_only` checks without creating.
 //! v5+ responses list the new topic's configs, v7+ its id.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proto_kafka::messages::create_topics_request::CreatableTopic;
 use proto_kafka::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
-use proto_kafka::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use proto_kafka::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use tracing::{info, warn};
 
-use super::{log_refusal, str_bytes};
+use super::{log_refusal, split_duplicates, str_bytes, topic_name, DUPLICATE_TOPIC_NAME};
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError};
 use crate::broker::topics::{Topic, TopicError, TopicSpec};
@@ -22,27 +22,12 @@ pub fn handle(
     ctx: &RequestContext,
     request: CreateTopicsRequest,
 ) -> Handled<CreateTopicsResponse> {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for topic in &request.topics {
-        *seen.entry(topic.name.0.as_str()).or_default() += 1;
-    }
-    let results = request
-        .topics
-        .iter()
+    let (unique, duplicated) = split_duplicates(&request.topics, |t| t.name.0.as_str());
+    let mut results: Vec<CreatableTopicResult> = unique
+        .into_iter()
         .map(|topic| {
             let name = topic.name.0.as_str();
-            let mut result = CreatableTopicResult::default().with_name(topic.name.clone());
-            if ctx.api_version >= 5 {
-                result.num_partitions = -1;
-                result.replication_factor = -1;
-            }
-            if seen[name] > 1 {
-                result.error_code = code(KafkaError::InvalidRequest);
-                result.error_message = Some(str_bytes(&format!(
-                    "Topic '{name}' appears more than once in the request."
-                )));
-                return result;
-            }
+            let mut result = unanswered(ctx.api_version, topic.name.clone());
             let created = spec_from(broker, topic).and_then(|spec| {
                 broker
                     .topics
@@ -51,7 +36,10 @@ pub fn handle(
             });
             match created {
                 Ok((created, spec)) => {
-                    fill_success(broker, ctx.api_version, &mut result, &created, &spec)
+                    fill_success(broker, ctx.api_version, &mut result, &created, &spec);
+                    // Kafka's controller sets null on success (validate_only too); the
+                    // codec's default is "".
+                    result.error_message = None;
                 }
                 Err(err) => {
                     result.error_code = error_code::from_topic(&err);
@@ -66,7 +54,24 @@ pub fn handle(
             result
         })
         .collect();
+    results.extend(duplicated.iter().map(|name| {
+        let mut result = unanswered(ctx.api_version, topic_name(name));
+        result.error_code = code(KafkaError::InvalidRequest);
+        result.error_message = Some(str_bytes(DUPLICATE_TOPIC_NAME));
+        result
+    }));
     Handled::Now(CreateTopicsResponse::default().with_topics(results))
+}
+
+/// A result entry before the outcome is known: v5+ report -1 partitions and replication
+/// factor unless the topic is created.
+fn unanswered(version: i16, name: TopicName) -> CreatableTopicResult {
+    let mut result = CreatableTopicResult::default().with_name(name);
+    if version >= 5 {
+        result.num_partitions = -1;
+        result.replication_factor = -1;
+    }
+    result
 }
 
 fn spec_from(broker: &Broker, topic: &CreatableTopic) -> Result<TopicSpec, TopicError> {

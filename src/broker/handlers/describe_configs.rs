@@ -52,6 +52,9 @@ pub fn handle(
             };
             match entries {
                 Ok(entries) => {
+                    // The message spec's contract: "null if we succeeded". (Kafka 2.7+
+                    // brokers leave the codec's "" here; clients read both as no error.)
+                    result.error_message = None;
                     let wanted = resource.configuration_keys.as_ref();
                     result.configs = entries
                         .into_iter()
@@ -109,9 +112,12 @@ fn to_result(entry: ConfigEntry, include_synonyms: bool) -> DescribeConfigsResou
     } else {
         Vec::new()
     };
+    // Kafka sends documentation only when asked for it (v3+ `include_documentation`), and
+    // Ferry has none to send: null either way, as Kafka does for keys without text.
     DescribeConfigsResourceResult::default()
         .with_name(str_bytes(&entry.name))
         .with_value(Some(str_bytes(&entry.value)))
+        .with_documentation(None)
         .with_config_source(entry.source as i8)
         .with_synonyms(synonyms)
 }

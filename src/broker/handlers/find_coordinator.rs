@@ -73,9 +73,13 @@ pub fn handle(
         response.node_id = BrokerId(found.node);
         response.host = str_bytes(found.host);
         response.port = found.port;
-        if ctx.api_version >= 1 && !supported {
-            response.error_message = Some(str_bytes("unknown coordinator key type"));
-        }
+        // v1-3: null when there is no error, as the message spec says (Kafka's own broker
+        // puts the string "NONE" there; clients read both as no error), else the reason.
+        response.error_message = match (supported, found.error) {
+            (false, _) => Some(str_bytes("unknown coordinator key type")),
+            (true, 0) => None,
+            (true, _) => Some(str_bytes("The coordinator is not available.")),
+        };
     }
     Handled::Now(response)
 }

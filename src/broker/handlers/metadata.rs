@@ -116,8 +116,10 @@ fn topic_by_id(broker: &Arc<Broker>, topic_id: Uuid, version: i16) -> MetadataRe
     match broker.topics.get_by_id(topic_id) {
         Some(topic) => topic_entry(broker, &topic, version),
         None => {
+            // Kafka answers an unknown id with a null name.
             let mut entry = MetadataResponseTopic::default()
                 .with_error_code(code(KafkaError::UnknownTopicId))
+                .with_name(None)
                 .with_topic_id(topic_id);
             if version >= 8 {
                 entry.topic_authorized_operations = OPERATIONS_NOT_REQUESTED;

@@ -49,6 +49,39 @@ pub(crate) fn topic_name(text: &str) -> TopicName {
     TopicName(str_bytes(text))
 }
 
+/// Kafka's message for a topic named more than once in one CreateTopics, DeleteTopics or
+/// CreatePartitions request.
+pub(crate) const DUPLICATE_TOPIC_NAME: &str = "Duplicate topic name.";
+
+/// Splits an admin request's entries as Kafka's controller does (`ControllerApis`): the
+/// entries whose name appears once, in request order, and the names that appear more than
+/// once (each once, in order of first appearance). A duplicated name is left out of the
+/// operation entirely and answered with one INVALID_REQUEST entry after the others.
+pub(crate) fn split_duplicates<T>(
+    entries: &[T],
+    name: impl Fn(&T) -> &str,
+) -> (Vec<&T>, Vec<String>) {
+    let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for entry in entries {
+        *count.entry(name(entry)).or_default() += 1;
+    }
+    let mut duplicated = Vec::new();
+    let mut unique = Vec::new();
+    for entry in entries {
+        let n = name(entry);
+        match count.get_mut(n) {
+            Some(1) => unique.push(entry),
+            // Reported once: the first occurrence marks the name done.
+            Some(seen) if *seen > 1 => {
+                *seen = 0;
+                duplicated.push(n.to_string());
+            }
+            _ => {}
+        }
+    }
+    (unique, duplicated)
+}
+
 /// Logs a refused admin operation on `resource`: at warn when the broker failed
 /// (KAFKA_STORAGE_ERROR), at debug when the client asked for something invalid or already
 /// done (a topic that exists: stream frameworks create their topics at every start). Client
