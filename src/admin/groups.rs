@@ -216,9 +216,16 @@ pub async fn list_offsets(
 
 /// Describes a group with its members and, per partition, committed offset, log end
 /// offset and lag (the partitions it has committed offsets for or members are assigned).
+/// A group the coordinator reports as Dead with no members and no committed offsets does
+/// not exist (Kafka answers DescribeGroups for any name that way): `ClientError::NotFound`.
 pub async fn describe(cluster: &mut Cluster, group: &str) -> Result<GroupDetails, ClientError> {
     let mut details = describe_raw(cluster, group).await?;
     let committed = committed_offsets(cluster, group).await?;
+    if details.state == "Dead" && details.members.is_empty() && committed.is_empty() {
+        return Err(ClientError::NotFound(format!(
+            "consumer group '{group}' does not exist"
+        )));
+    }
     let mut owners: BTreeMap<(String, i32), &MemberSummary> = BTreeMap::new();
     for member in &details.members {
         for (topic, partitions) in &member.assignment {
@@ -278,6 +285,33 @@ pub async fn delete(
         );
     }
     Ok(out)
+}
+
+/// The partitions `specs` name for an OffsetDelete: listed ones as given, and for a bare
+/// topic every partition the group has a committed offset for (which works for a topic
+/// that was deleted since, the usual reason to delete offsets).
+pub async fn offsets_to_delete(
+    cluster: &mut Cluster,
+    group: &str,
+    specs: &[(String, Option<Vec<i32>>)],
+) -> Result<Vec<(String, i32)>, ClientError> {
+    let committed = committed_offsets(cluster, group).await?;
+    let mut partitions = Vec::new();
+    for (topic, listed) in specs {
+        match listed {
+            Some(listed) => partitions.extend(listed.iter().map(|p| (topic.clone(), *p))),
+            None => {
+                let before = partitions.len();
+                partitions.extend(committed.keys().filter(|(t, _)| t == topic).cloned());
+                if partitions.len() == before {
+                    return Err(ClientError::NotFound(format!(
+                        "consumer group '{group}' has no committed offsets for topic '{topic}'"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(partitions)
 }
 
 /// Deletes a group's committed offsets for `partitions`; per partition, the error code.
@@ -361,7 +395,7 @@ pub async fn reset_offsets(
 ) -> Result<BTreeMap<(String, i32), i64>, ClientError> {
     let details = describe_raw(cluster, group).await?;
     if !matches!(details.state.as_str(), "Empty" | "Dead") {
-        return Err(ClientError::Protocol(format!(
+        return Err(ClientError::Refused(format!(
             "assignments can only be reset if the group '{group}' is inactive, but its state is {}; \
              stop its consumers first",
             details.state

@@ -48,7 +48,7 @@ pub enum GroupsCommand {
     DeleteOffsets {
         #[arg(long)]
         group: String,
-        /// TOPIC or TOPIC:P,P,... (repeatable).
+        /// TOPIC (every partition the group committed) or TOPIC:P,P,... (repeatable).
         #[arg(long, required = true)]
         topic: Vec<String>,
     },
@@ -71,7 +71,12 @@ pub struct ResetArgs {
     to_earliest: bool,
     #[arg(long, group = "target")]
     to_latest: bool,
-    #[arg(long, group = "target", value_name = "OFFSET")]
+    #[arg(
+        long,
+        group = "target",
+        value_name = "OFFSET",
+        allow_hyphen_values = true
+    )]
     to_offset: Option<i64>,
     #[arg(long, group = "target", value_name = "N", allow_hyphen_values = true)]
     shift_by: Option<i64>,
@@ -116,6 +121,12 @@ fn target(args: &ResetArgs) -> Result<ResetTarget, String> {
     } else if args.to_latest {
         ResetTarget::Latest
     } else if let Some(offset) = args.to_offset {
+        if offset < 0 {
+            return Err(format!(
+                "--to-offset {offset}: an offset is 0 or more (to move back from the current \
+                 position, use --shift-by {offset})"
+            ));
+        }
         ResetTarget::Offset(offset)
     } else if let Some(n) = args.shift_by {
         ResetTarget::ShiftBy(n)
@@ -142,6 +153,20 @@ fn print(table: &Table, output: Output) {
     }
 }
 
+/// An error (exit status 1) when any result code is not 0: the table already says which.
+fn fail_unless_all_ok(codes: impl Iterator<Item = i16>, what: &str) -> Result<(), String> {
+    let codes: Vec<i16> = codes.collect();
+    let failed = codes.iter().filter(|c| **c != 0).count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{failed} of {} {what} (see the result column)",
+            codes.len()
+        ))
+    }
+}
+
 fn kafka_error_name(code: i16) -> String {
     proto_kafka::ResponseError::try_from_code(code)
         .map_or_else(|| "OK".to_string(), |e| e.to_string())
@@ -163,30 +188,37 @@ async fn run_command(args: GroupsArgs) -> Result<(), String> {
         GroupsCommand::Describe { group } => describe(&mut cluster, &group, args.output).await?,
         GroupsCommand::Delete { groups: names } => {
             let mut table = Table::new(&["group", "result"]);
-            for (group, code) in groups::delete(&mut cluster, &names).await.map_err(err)? {
-                table.push(vec![group.into(), kafka_error_name(code).into()]);
+            let results = groups::delete(&mut cluster, &names).await.map_err(err)?;
+            for (group, code) in &results {
+                table.push(vec![group.clone().into(), kafka_error_name(*code).into()]);
             }
             print(&table, args.output);
+            fail_unless_all_ok(
+                results.iter().map(|(_, code)| *code),
+                "groups were not deleted",
+            )?;
         }
         GroupsCommand::DeleteOffsets { group, topic } => {
-            let mut partitions = Vec::new();
-            for spec in &topic {
-                let (name, listed) = parse_topic_spec(spec)?;
-                let listed = listed.ok_or("delete-offsets needs explicit partitions: TOPIC:P,P")?;
-                partitions.extend(listed.into_iter().map(|p| (name.clone(), p)));
-            }
-            let mut table = Table::new(&["topic", "partition", "result"]);
-            for (t, p, code) in groups::delete_offsets(&mut cluster, &group, &partitions)
+            let specs: Vec<(String, Option<Vec<i32>>)> = topic
+                .iter()
+                .map(|s| parse_topic_spec(s))
+                .collect::<Result<_, _>>()?;
+            let partitions = groups::offsets_to_delete(&mut cluster, &group, &specs)
                 .await
-                .map_err(err)?
-            {
+                .map_err(err)?;
+            let mut table = Table::new(&["topic", "partition", "result"]);
+            let results = groups::delete_offsets(&mut cluster, &group, &partitions)
+                .await
+                .map_err(err)?;
+            for (t, p, code) in &results {
                 table.push(vec![
-                    t.into(),
-                    i64::from(p).into(),
-                    kafka_error_name(code).into(),
+                    t.clone().into(),
+                    i64::from(*p).into(),
+                    kafka_error_name(*code).into(),
                 ]);
             }
             print(&table, args.output);
+            fail_unless_all_ok(results.iter().map(|r| r.2), "offsets were not deleted")?;
         }
         GroupsCommand::ResetOffsets(reset) => {
             let scope = if reset.all_topics {

@@ -43,6 +43,11 @@ pub enum ClientError {
     Timeout {
         address: String,
     },
+    /// What was asked cannot be done in the cluster's current state (the reason says why
+    /// and what to do).
+    Refused(String),
+    /// What was asked about does not exist.
+    NotFound(String),
 }
 
 impl fmt::Display for ClientError {
@@ -62,6 +67,7 @@ impl fmt::Display for ClientError {
                 write!(f, "{context}: error {code} ({name})")
             }
             ClientError::Timeout { address } => write!(f, "{address}: request timed out"),
+            ClientError::Refused(reason) | ClientError::NotFound(reason) => write!(f, "{reason}"),
         }
     }
 }
@@ -250,14 +256,17 @@ impl Cluster {
     ) -> Result<MetadataResponse, ClientError> {
         use proto_kafka::messages::metadata_request::MetadataRequestTopic;
         use proto_kafka::messages::TopicName;
-        let request = MetadataRequest::default().with_topics(topics.map(|ts| {
-            ts.into_iter()
-                .map(|t| {
-                    MetadataRequestTopic::default()
-                        .with_name(Some(TopicName(StrBytes::from_string(t))))
-                })
-                .collect()
-        }));
+        // Tools look topics up; they never create one (a typo must not become a topic).
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(t))))
+                    })
+                    .collect()
+            }));
         let (_, response): (i16, MetadataResponse) =
             self.bootstrap.call(ApiKey::Metadata, 12, &request).await?;
         self.brokers = response

@@ -144,6 +144,10 @@ async fn describe_shows_lag_and_reset_moves_the_group() {
         ],
     );
     assert!(!ok && err.contains("inactive"), "{err}");
+    assert!(
+        !err.contains("protocol error"),
+        "a refusal, not a protocol error: {err}"
+    );
     drop(member);
 
     // A group that never existed is created at the chosen position.
@@ -172,4 +176,110 @@ async fn describe_shows_lag_and_reset_moves_the_group() {
         BTreeMap::from([(0, 0), (1, 0)]),
         "shift below the start clamps to it"
     );
+}
+
+fn topic_names(broker: &Broker) -> Vec<String> {
+    let consumer: BaseConsumer = broker.client_config().create().unwrap();
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect()
+}
+
+/// What the tool says and how it exits when what was asked did not happen; and a tool
+/// never creates a topic, not even for a typo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tool_exits_non_zero_with_a_clear_message_when_nothing_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &[]);
+    broker.create_topic("real", 2, &[]).await;
+    let committer = consumer(&broker, "tool-group");
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset("real", 0, Offset::Offset(0))
+        .unwrap();
+    offsets
+        .add_partition_offset("real", 1, Offset::Offset(0))
+        .unwrap();
+    committer.commit(&offsets, CommitMode::Sync).unwrap();
+    drop(committer);
+
+    // A typo in --topic: refused, dry run or not, and no topic appears.
+    for execute in [false, true] {
+        let mut args = vec![
+            "reset-offsets",
+            "--group",
+            "tool-group",
+            "--topic",
+            "reel",
+            "--to-earliest",
+        ];
+        if execute {
+            args.push("--execute");
+        }
+        let (ok, _, err) = ferry_groups(&broker, &args);
+        assert!(!ok && err.contains("reel"), "execute={execute}: {err}");
+    }
+    assert!(!topic_names(&broker).contains(&"reel".to_string()));
+
+    // A negative --to-offset gets a clear refusal, not an argument-parser error.
+    let (ok, _, err) = ferry_groups(
+        &broker,
+        &[
+            "reset-offsets",
+            "--group",
+            "tool-group",
+            "--topic",
+            "real",
+            "--to-offset",
+            "-5",
+        ],
+    );
+    assert!(
+        !ok && err.contains("--to-offset -5") && err.contains("--shift-by"),
+        "{err}"
+    );
+
+    // Describing or deleting a group that does not exist fails and says so.
+    let (ok, out, err) = ferry_groups(&broker, &["describe", "no-such-group"]);
+    assert!(
+        !ok && err.contains("does not exist") && !out.contains("Dead"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = ferry_groups(&broker, &["delete", "no-such-group"]);
+    assert!(
+        !ok && out.contains("GroupIdNotFound") && err.contains("not deleted"),
+        "{out}{err}"
+    );
+
+    // delete-offsets takes a bare topic: every partition the group committed.
+    let (ok, out, err) = ferry_groups(
+        &broker,
+        &[
+            "delete-offsets",
+            "--group",
+            "tool-group",
+            "--topic",
+            "real",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(r#""partition":0"#) && out.contains(r#""partition":1"#),
+        "{out}"
+    );
+    let (ok, _, err) = ferry_groups(
+        &broker,
+        &["delete-offsets", "--group", "tool-group", "--topic", "real"],
+    );
+    assert!(!ok && err.contains("no committed offsets"), "{err}");
+    // The group has nothing left and can be deleted.
+    let (ok, out, err) = ferry_groups(&broker, &["delete", "tool-group"]);
+    assert!(ok, "{out}{err}");
 }
