@@ -161,7 +161,7 @@ impl Broker {
 
     fn periodic_work(&self, checkpoint: bool, retention: bool) {
         let now = now_ms();
-        let producer_cutoff_ms = now - self.config.producer_id_expiration_ms;
+        let producer_cutoff_ms = now.saturating_sub(self.config.producer_id_expiration_ms);
         for partition in self.topics.all_partitions() {
             partition.flush_if_due(now);
             partition.expire_producers(producer_cutoff_ms);

@@ -151,6 +151,15 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
         kind: Kind::Long { min: 1, max: 1 },
     },
     TopicKey {
+        name: "preallocate",
+        broker_key: Some("log.preallocate"),
+        default: "false",
+        kind: Kind::Choice {
+            options: &["true", "false"],
+            list: false,
+        },
+    },
+    TopicKey {
         name: "retention.bytes",
         broker_key: Some("log.retention.bytes"),
         default: "-1",
@@ -359,6 +368,7 @@ impl TopicDefaults {
                 compacted: get("cleanup.policy")
                     .split(',')
                     .any(|p| p.trim() == "compact"),
+                preallocate: get("preallocate").trim() == "true",
             },
             flush_messages: long("flush.messages").max(1),
             flush_ms: long("flush.ms").max(0),

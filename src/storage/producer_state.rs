@@ -352,6 +352,18 @@ pub fn encode_snapshot(state: &ProducerState) -> Vec<u8> {
 }
 
 /// Decodes a snapshot; `None` if it is corrupt (the log is then replayed instead).
+/// The big-endian i64 at `at` in bytes read from disk, if they reach that far.
+pub(crate) fn be_i64(bytes: &[u8], at: usize) -> Option<i64> {
+    let field = bytes.get(at..at.checked_add(8)?)?;
+    field.try_into().ok().map(i64::from_be_bytes)
+}
+
+/// The big-endian i32 at `at`, if the bytes reach that far.
+pub(crate) fn be_i32(bytes: &[u8], at: usize) -> Option<i32> {
+    let field = bytes.get(at..at.checked_add(4)?)?;
+    field.try_into().ok().map(i32::from_be_bytes)
+}
+
 pub fn decode_snapshot(bytes: &[u8]) -> Option<ProducerState> {
     let version = i16::from_be_bytes(bytes.get(0..2)?.try_into().ok()?);
     let crc = u32::from_be_bytes(bytes.get(2..6)?.try_into().ok()?);
@@ -365,15 +377,14 @@ pub fn decode_snapshot(bytes: &[u8]) -> Option<ProducerState> {
     }
     let mut state = ProducerState::default();
     for chunk in body[4..].chunks_exact(SNAPSHOT_ENTRY_BYTES) {
-        let i64_at = |at: usize| i64::from_be_bytes(chunk[at..at + 8].try_into().expect("8 bytes"));
-        let i32_at = |at: usize| i32::from_be_bytes(chunk[at..at + 4].try_into().expect("4 bytes"));
-        let producer_id = i64_at(0);
+        let producer_id = be_i64(chunk, 0)?;
         let epoch = i16::from_be_bytes([chunk[8], chunk[9]]);
-        let (last_seq, last_offset, offset_delta) = (i32_at(10), i64_at(14), i32_at(22));
+        let (last_seq, last_offset, offset_delta) =
+            (be_i32(chunk, 10)?, be_i64(chunk, 14)?, be_i32(chunk, 22)?);
         let mut entry = ProducerEntry::new(producer_id, epoch);
-        entry.last_timestamp = i64_at(26);
-        entry.coordinator_epoch = i32_at(34);
-        let txn_first = i64_at(38);
+        entry.last_timestamp = be_i64(chunk, 26)?;
+        entry.coordinator_epoch = be_i32(chunk, 34)?;
+        let txn_first = be_i64(chunk, 38)?;
         if last_offset >= 0 && last_seq >= 0 {
             entry.batches.push_back(BatchMeta {
                 first_seq: last_seq.wrapping_sub(offset_delta),

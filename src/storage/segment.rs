@@ -30,9 +30,13 @@ pub fn parse_file_stem(stem: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
-/// Smallest and largest amounts of disk space reserved ahead of a segment's end.
-const RESERVE_CHUNK_MIN_BYTES: u64 = 1 << 20;
-const RESERVE_CHUNK_MAX_BYTES: u64 = 64 << 20;
+/// A segment reserves disk blocks ahead of its end once it holds this much, by as much as
+/// it holds (so at most twice its data, until it is sealed or the broker stops), and never
+/// more than `RESERVE_AHEAD_MAX_BYTES` ahead. A partition that sees little traffic reserves
+/// nothing: 10,000 idle partitions cost their data, not a chunk each (docs/performance.md
+/// has the measurements behind this).
+const RESERVE_FROM_BYTES: u64 = 64 << 10;
+const RESERVE_AHEAD_MAX_BYTES: u64 = 64 << 20;
 
 /// Most non-empty parts one append may write (the leader path passes two, verbatim appends
 /// and markers one), so the `iovec`s live on the stack: no allocation per append.
@@ -164,9 +168,6 @@ pub struct Segment {
     created_at_ms: i64,
     /// End of the disk space reserved ahead of the data (0: none).
     reserved_end: u64,
-    /// Size of the next reservation: doubles with use from 1 MiB to 64 MiB, so idle
-    /// partitions reserve little and busy ones rarely call fallocate.
-    reserve_chunk_bytes: u64,
 }
 
 fn open_log_file(path: &Path, create: bool) -> io::Result<File> {
@@ -208,22 +209,31 @@ impl Segment {
             offset_of_max_timestamp: -1,
             created_at_ms: now_ms,
             reserved_end: 0,
-            reserve_chunk_bytes: RESERVE_CHUNK_MIN_BYTES,
         }
     }
 
-    /// Makes sure blocks are reserved up to `end`, reserving a chunk ahead. Failure is not
-    /// an error (the file system may not support it); the write itself reports real ones.
+    /// Before a write ending at `end`: once the segment holds `RESERVE_FROM_BYTES`, makes
+    /// sure blocks are reserved up to `end` plus as much as the segment holds (at most
+    /// `RESERVE_AHEAD_MAX_BYTES`), so a busy segment calls fallocate a logarithmic number
+    /// of times. Failure is not an error (the file system may not support it); the write
+    /// itself reports real ones.
     fn reserve_through(&mut self, end: u64) {
-        if end <= self.reserved_end {
+        if end <= self.reserved_end || self.size_bytes < RESERVE_FROM_BYTES {
             return;
         }
-        let target = end.max(self.size_bytes + self.reserve_chunk_bytes);
-        self.reserve_chunk_bytes = (self.reserve_chunk_bytes * 2).min(RESERVE_CHUNK_MAX_BYTES);
+        let target = end + self.size_bytes.min(RESERVE_AHEAD_MAX_BYTES);
         match reserve(&self.file, self.size_bytes, target - self.size_bytes) {
             Ok(()) => self.reserved_end = target,
             // Keep trying lazily: no reservation means plain (slower) appends.
             Err(_) => self.reserved_end = end,
+        }
+    }
+
+    /// Reserves blocks for the segment's whole size limit at once (`preallocate=true`,
+    /// Kafka's `log.preallocate`); given back when the segment is sealed or closed.
+    pub fn preallocate(&mut self, segment_bytes: u64) {
+        if reserve(&self.file, 0, segment_bytes).is_ok() {
+            self.reserved_end = segment_bytes;
         }
     }
 
@@ -328,9 +338,12 @@ impl Segment {
             self.max_timestamp = header.max_timestamp;
             self.offset_of_max_timestamp = header.last_offset();
         }
-        if self.bytes_since_index_entry > policy.index_interval_bytes {
-            // Positions fit in u32: segments are capped below 2 GiB by configuration.
-            let position = u32::try_from(position).unwrap_or(u32::MAX);
+        // Positions fit in u32: segments roll before 2 GiB (`segment.bytes` is at most
+        // i32::MAX). One that did not would only go unindexed (the index is sparse).
+        if let (true, Ok(position)) = (
+            self.bytes_since_index_entry > policy.index_interval_bytes,
+            u32::try_from(position),
+        ) {
             self.offset_index.append(header.last_offset(), position);
             self.time_index
                 .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
@@ -895,6 +908,51 @@ mod tests {
         assert_eq!(outcome.batches, 6);
         assert_eq!(segment.next_offset(), 6);
         assert_eq!(segment.size_bytes(), batch_bytes * 6);
+    }
+
+    /// Disk blocks a file occupies, in bytes.
+    fn allocated_bytes(file: &File) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn reservations_stay_in_proportion_to_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        // A partition that holds a few bytes reserves nothing ahead.
+        let mut small = Segment::create(dir.path(), 0, 0).unwrap();
+        append_batches(&mut small, 0, 1);
+        assert!(small.size_bytes() < 200);
+        assert!(
+            allocated_bytes(small.file()) <= 8 << 10,
+            "{}",
+            allocated_bytes(small.file())
+        );
+        // A busy one reserves at most as much again as it holds.
+        let mut busy = Segment::create(dir.path(), 1_000, 0).unwrap();
+        let big = vec![7u8; 64 << 10];
+        let mut offset = 1_000;
+        while busy.size_bytes() < 4 << 20 {
+            let mut bytes = build_batch(0, 0, &[&big]);
+            batch::set_base_offset_and_epoch(&mut bytes, offset, 0);
+            let header = batch::validate(&bytes).unwrap();
+            busy.append(&[&bytes], &[header], POLICY).unwrap();
+            offset += 1;
+        }
+        let allocated = allocated_bytes(busy.file());
+        assert!(
+            allocated <= 2 * busy.size_bytes() + (64 << 10),
+            "{allocated} bytes allocated for {} of data",
+            busy.size_bytes()
+        );
+        // Sealing gives the reservation back.
+        busy.release_reservation().unwrap();
+        assert!(allocated_bytes(busy.file()) <= busy.size_bytes() + (64 << 10));
+        // preallocate=true reserves the whole segment size up front, as Kafka does.
+        let mut whole = Segment::create(dir.path(), 5_000, 0).unwrap();
+        whole.preallocate(8 << 20);
+        let reserved = allocated_bytes(whole.file());
+        assert!(reserved == 0 || reserved >= 8 << 20, "{reserved}");
     }
 
     #[test]

@@ -49,7 +49,10 @@ pub fn handle(
         .txns
         .list(&states, &producers)
         .into_iter()
-        .filter(|t| min_duration_ms < 0 || (t.start_ms >= 0 && now - t.start_ms >= min_duration_ms))
+        .filter(|t| {
+            min_duration_ms < 0
+                || (t.start_ms >= 0 && now.saturating_sub(t.start_ms) >= min_duration_ms)
+        })
         .map(|t| {
             TransactionState::default()
                 .with_transactional_id(TransactionalId(str_bytes(&t.transactional_id)))

@@ -323,7 +323,7 @@ impl GroupCoordinator {
         }
         let retention = self.config.offsets_retention_ms;
         let expired: Vec<(String, i32)> = if group.protocol_type.is_some() {
-            if now_ms - group.state_since_ms < retention {
+            if now_ms.saturating_sub(group.state_since_ms) < retention {
                 return;
             }
             group.offsets.keys().cloned().collect()
@@ -331,7 +331,7 @@ impl GroupCoordinator {
             group
                 .offsets
                 .iter()
-                .filter(|(_, v)| now_ms - v.commit_timestamp >= retention)
+                .filter(|(_, v)| now_ms.saturating_sub(v.commit_timestamp) >= retention)
                 .map(|(k, _)| k.clone())
                 .collect()
         };

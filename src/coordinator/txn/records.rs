@@ -138,7 +138,8 @@ impl<'a> Reader<'a> {
     }
     fn i64(&mut self) -> Option<i64> {
         self.take(8)
-            .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")))
+            .and_then(|b| b.try_into().ok())
+            .map(i64::from_be_bytes)
     }
     fn string(&mut self) -> Option<String> {
         let len = usize::try_from(self.i16()?).ok()?;

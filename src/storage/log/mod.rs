@@ -49,6 +49,10 @@ pub struct LogConfig {
     pub max_decompressed_batch_bytes: usize,
     /// `cleanup.policy` includes `compact`: every record needs a key.
     pub compacted: bool,
+    /// `preallocate` (`log.preallocate`, default false): reserve disk blocks for a whole
+    /// `segment.bytes` when a segment is created, as Kafka does; otherwise a segment
+    /// reserves ahead in proportion to what it holds (see `segment::Segment::append`).
+    pub preallocate: bool,
 }
 
 impl Default for LogConfig {
@@ -63,6 +67,7 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_decompressed_batch_bytes: 64 << 20,
             compacted: false,
+            preallocate: false,
         }
     }
 }
@@ -190,8 +195,11 @@ impl Log {
         let epochs = dir.join("leader-epoch-checkpoint");
         std::fs::write(&epochs, leader_epoch_checkpoint(start_offset))
             .map_err(|e| StorageError::io("write leader epochs", &epochs, e))?;
-        let segment = Segment::create(dir, start_offset, now_ms)
+        let mut segment = Segment::create(dir, start_offset, now_ms)
             .map_err(|e| StorageError::io("create segment", dir, e))?;
+        if config.preallocate {
+            segment.preallocate(config.segment_bytes);
+        }
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -749,8 +757,11 @@ impl Log {
                 .write_indexes()
                 .map_err(|e| StorageError::io("write indexes", &dir, e))?;
         }
-        let segment = Segment::create(&dir, base_offset, now_ms)
+        let mut segment = Segment::create(&dir, base_offset, now_ms)
             .map_err(|e| StorageError::io("create segment", &dir, e))?;
+        if self.config.preallocate {
+            segment.preallocate(self.config.segment_bytes);
+        }
         self.segments.insert(base_offset, segment);
         self.dir_changes += 1;
         if active_empty {

@@ -41,7 +41,8 @@ pub fn marker_of(batch_bytes: &[u8], header: &BatchHeader) -> Option<(i16, i32)>
         .value
         .as_deref()
         .and_then(|v| v.get(2..6))
-        .map_or(-1, |b| i32::from_be_bytes(b.try_into().expect("4 bytes")));
+        .and_then(|v| producer_state::be_i32(v, 0))
+        .unwrap_or(-1);
     Some((control_type, coordinator_epoch))
 }
 
@@ -277,13 +278,17 @@ impl Log {
                 continue;
             };
             for chunk in bytes.chunks_exact(TXN_ENTRY_BYTES) {
-                let at =
-                    |i: usize| i64::from_be_bytes(chunk[i..i + 8].try_into().expect("8 bytes"));
+                let at = |i: usize| producer_state::be_i64(chunk, i);
+                let (Some(producer_id), Some(first_offset), Some(last_offset), Some(lso)) =
+                    (at(2), at(10), at(18), at(26))
+                else {
+                    continue;
+                };
                 let entry = AbortedTxn {
-                    producer_id: at(2),
-                    first_offset: at(10),
-                    last_offset: at(18),
-                    last_stable_offset: at(26),
+                    producer_id,
+                    first_offset,
+                    last_offset,
+                    last_stable_offset: lso,
                 };
                 if entry.last_offset < before && entry.last_offset >= self.log_start_offset {
                     out.push(entry);
