@@ -658,3 +658,67 @@ pub async fn wait_for(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::flusher::Flusher;
+    use crate::broker::journal::Journal;
+    use crate::storage::batch::test_support::build_batch;
+    use crate::storage::log::LogConfig;
+
+    fn partition(dir: &std::path::Path, services: &Services, index: i32) -> Arc<Partition> {
+        let config = ResolvedTopicConfig {
+            log: LogConfig::default(),
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
+        };
+        let log_dir = dir.join(format!("t-{index}"));
+        let log = Log::create(&log_dir, config.log.clone(), 0, 0).unwrap();
+        Partition::new(("t", Uuid::nil(), index), log, &config, services.clone(), 0)
+    }
+
+    /// A panic in one operation on a partition (a bug) takes that partition offline for
+    /// every later request, instead of poisoning its lock so that each of them panics too;
+    /// the other partitions go on serving.
+    #[test]
+    fn a_panic_holding_the_lock_takes_only_that_partition_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (flusher, _flusher_thread) = Flusher::start();
+        let (journal, _) = Journal::start(dir.path(), 1 << 20).unwrap();
+        let services = Services {
+            flusher,
+            journal,
+            read_ahead: ReadAhead::new(),
+        };
+        let broken = partition(dir.path(), &services, 0);
+        let healthy = partition(dir.path(), &services, 1);
+        let batch = build_batch(0, 0, &[b"value"]);
+        broken.append_as_leader(&batch, 0).unwrap();
+        let victim = Arc::clone(&broken);
+        let panicked = std::thread::spawn(move || {
+            let _state = victim.state.lock();
+            panic!("a bug while holding the partition's lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(matches!(
+            broken.append_as_leader(&batch, 0),
+            Err(StorageError::LogOffline { .. })
+        ));
+        assert!(broken.is_offline());
+        assert!(matches!(
+            broken.read(0, 1 << 20, true, false),
+            Err(StorageError::LogOffline { .. })
+        ));
+        assert!(
+            matches!(broken.close(), Err(StorageError::LogOffline { .. })),
+            "an offline partition is not closed as if it were clean"
+        );
+        let (info, _) = healthy.append_as_leader(&batch, 0).unwrap();
+        assert_eq!(info.first_offset, 0);
+        assert!(!healthy.is_offline());
+        services.journal.stop();
+        services.flusher.stop();
+    }
+}

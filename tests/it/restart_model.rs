@@ -24,7 +24,7 @@ use proto_kafka::protocol::StrBytes;
 use crate::support::Broker;
 
 /// Sequences a plain `cargo test` runs, and operations per sequence.
-const DEFAULT_SEQUENCES: u64 = 200;
+const DEFAULT_SEQUENCES: u64 = 300;
 const OPERATIONS_PER_SEQUENCE: usize = 24;
 /// Names are drawn from small pools so that topics are deleted and created again under
 /// the same name and groups share `__consumer_offsets` partitions.
