@@ -100,8 +100,12 @@ pub fn run(args: ServeArgs) -> i32 {
     };
     let config = match BrokerConfig::from_properties(&props) {
         Ok((config, unknown)) => {
-            for key in unknown {
-                warn!(key, "ignoring unknown configuration key");
+            if !unknown.is_empty() {
+                // One line for all of them, so none is missed among the startup lines.
+                warn!(
+                    keys = %unknown.join(", "),
+                    "ignoring configuration keys Ferry does not know or support"
+                );
             }
             config
         }
