@@ -43,9 +43,19 @@ use crate::protocol::decode_request_header;
 use crate::protocol::frame::{Chunk, FileRegion, OutFrame};
 use proto_kafka::messages::ApiKey;
 
-/// Frames up to this many bytes are read without a `queued.max.request.bytes` reservation
-/// (the same size as a connection's read buffer).
+/// Frames up to this many bytes are read without a `queued.max.request.bytes` reservation.
 pub const UNRESERVED_FRAME_BYTES: usize = 64 * 1024;
+
+/// A connection's read buffer, created when its first request arrives: small requests
+/// pipelined by a client arrive in few reads; a frame at least this large is read straight
+/// into its own buffer. Per-connection memory is what `max.connections` multiplies, so the
+/// buffers are sized for the common request, not the largest.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// A connection's write buffer, created when its first response is ready: room for a
+/// response with a copied file region (`COPIED_REGION_MAX_BYTES`) and its headers in one
+/// send, and for a burst of small responses.
+const WRITE_BUFFER_BYTES: usize = 32 * 1024;
 
 /// Complete request frames one connection holds read ahead of the one being dispatched.
 /// One is enough to overlap receiving with handling: profiled under W2 (1 MiB Produce
@@ -220,7 +230,14 @@ async fn read_frames<R: AsyncRead + Unpin>(
     mut shutdown: watch::Receiver<bool>,
     closing: Arc<watch::Sender<Closing>>,
 ) {
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    // No buffer until the client has sent something: an idle connection holds none.
+    let mut read_half = read_half;
+    let Some(first) = first_byte(&mut read_half, &limits, peer, &mut shutdown, &closing).await
+    else {
+        return;
+    };
+    let first = [first];
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, (&first[..]).chain(read_half));
     loop {
         let frame = tokio::select! {
             frame = read_frame(&mut reader, &limits, &memory) => frame,
@@ -256,6 +273,36 @@ async fn read_frames<R: AsyncRead + Unpin>(
             return;
         }
     }
+}
+
+/// Waits for the client's first byte, for at most `connections.max.idle.ms`, so that a
+/// connection that sends nothing never allocates a read buffer. `None` when the connection
+/// is done first (the reason is told to `closing`).
+async fn first_byte<R: AsyncRead + Unpin>(
+    read_half: &mut R,
+    limits: &ConnectionLimits,
+    peer: SocketAddr,
+    shutdown: &mut watch::Receiver<bool>,
+    closing: &watch::Sender<Closing>,
+) -> Option<u8> {
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let read = tokio::select! {
+        read = tokio::time::timeout(idle, read_half.read_u8()) => read,
+        _ = shutdown.changed() => {
+            closing.send_replace(Closing::Shutdown);
+            return None;
+        }
+    };
+    match read {
+        Ok(Ok(byte)) => return Some(byte),
+        Ok(Err(err)) if err.kind() != std::io::ErrorKind::UnexpectedEof => {
+            debug!(%peer, "connection closed: {err}");
+        }
+        Ok(Err(_)) => {}
+        Err(_) => crate::warn_peer!(peer, "closing connection: {}", FrameError::Idle),
+    }
+    closing.send_replace(Closing::PeerGone);
+    None
 }
 
 /// What a connection shares with the rest of the broker.
@@ -564,9 +611,23 @@ async fn write_replies(
     latency: Arc<RequestLatency>,
     mut closing: watch::Receiver<Closing>,
 ) {
-    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
-    let mut scratch = Vec::with_capacity(COPIED_REGION_MAX_BYTES);
-    while let Some(queued) = pending.recv().await {
+    // No buffers until the first response: a connection that asks nothing holds none.
+    let Some(first) = pending.recv().await else {
+        let mut write_half = write_half;
+        let _ = tokio::time::timeout(idle, write_half.shutdown()).await;
+        return;
+    };
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
+    let mut scratch = Vec::new();
+    let mut next = Some(first);
+    loop {
+        let queued = match next.take() {
+            Some(queued) => queued,
+            None => match pending.recv().await {
+                Some(queued) => queued,
+                None => break,
+            },
+        };
         let frame = match queued.reply {
             Reply::Ready(frame) => frame,
             Reply::Pending(future) => {

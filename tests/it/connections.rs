@@ -155,3 +155,120 @@ async fn a_clean_stop_with_busy_clients_is_prompt() {
     assert!(took < Duration::from_secs(3), "stop took {took:?}");
     drop(consumer);
 }
+
+/// Raises this process's open-file limit to its hard limit (the broker, started after,
+/// inherits it) and returns it.
+fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct passed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+/// Makes closing `socket` reset the connection (SO_LINGER 0), so that 20,000 closes in a
+/// few seconds do not leave 20,000 local ports in TIME_WAIT.
+fn close_without_time_wait(socket: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the descriptor is open (borrowed) and the option value is a valid `linger`.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// ApiVersions v0: the smallest request every client sends first.
+fn api_versions_frame() -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(ApiKey::ApiVersions as i16).to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&7i32.to_be_bytes());
+    body.extend_from_slice(&5i16.to_be_bytes());
+    body.extend_from_slice(b"churn");
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+fn hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Opening and closing 20,000 connections (in rounds of up to 2,000 open at once, each
+/// asking ApiVersions, so each has its buffers) leaves the broker's memory near where it
+/// started: closed connections give their memory back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_connections_give_their_memory_back() {
+    const TOTAL: usize = 20_000;
+    let limit = raise_open_file_limit();
+    let at_once = 2_000.min(limit.saturating_sub(600) as usize).max(100);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &[]);
+    let frame = api_versions_frame();
+    let round = |count: usize| {
+        let mut open = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut socket = TcpStream::connect(&broker.bootstrap).unwrap();
+            socket.write_all(&frame).unwrap();
+            open.push(socket);
+        }
+        for socket in &mut open {
+            let mut size = [0u8; 4];
+            std::io::Read::read_exact(socket, &mut size).unwrap();
+            let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+            std::io::Read::read_exact(socket, &mut body).unwrap();
+            close_without_time_wait(socket);
+        }
+    };
+    // Warm up (the runtime's own buffers), then take the baseline once memory was released.
+    round(100);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let baseline_kib = rss_kib(broker.pid());
+    let mut done = 0;
+    let mut open_kib = 0;
+    while done < TOTAL {
+        let count = at_once.min(TOTAL - done);
+        round(count);
+        open_kib = open_kib.max(rss_kib(broker.pid()));
+        done += count;
+    }
+    let peak_kib = hwm_kib(broker.pid());
+    // Closed connections' memory is released within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut after_kib = rss_kib(broker.pid());
+    while after_kib > baseline_kib + 32 * 1024 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after_kib = rss_kib(broker.pid());
+    }
+    eprintln!(
+        "{TOTAL} connections, {at_once} at a time: RSS {baseline_kib} KiB before, up to \
+         {open_kib} KiB with a round open (peak {peak_kib} KiB), {after_kib} KiB after"
+    );
+    assert!(
+        after_kib <= baseline_kib + 32 * 1024,
+        "RSS stayed at {after_kib} KiB after closing (baseline {baseline_kib} KiB)"
+    );
+    assert!(broker.stop().success());
+}
