@@ -50,16 +50,6 @@ fn endless_fetch_frame(topic: &str) -> Vec<u8> {
     frame
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// Connects and completes ApiVersions, retrying until `deadline`.
 async fn connect_before(bootstrap: &str, deadline: Instant) -> bool {
     loop {
@@ -82,7 +72,7 @@ async fn closing_during_a_long_poll_frees_the_slot_at_once() {
     let frame = endless_fetch_frame("quiet");
     // Warm up (the first connections allocate the runtime's buffers), then measure.
     assert!(connect_before(&broker.bootstrap, Instant::now() + Duration::from_secs(5)).await);
-    let baseline_kib = rss_kib(broker.pid());
+    let baseline_kib = broker.status_kib("VmRSS");
     for round in 0..ROUNDS {
         // Fill every slot with a connection whose Fetch waits, then close them all.
         let mut pollers = Vec::new();
@@ -102,7 +92,7 @@ async fn closing_during_a_long_poll_frees_the_slot_at_once() {
         );
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let after_kib = rss_kib(broker.pid());
+    let after_kib = broker.status_kib("VmRSS");
     eprintln!(
         "RSS {baseline_kib} KiB before and {after_kib} KiB after {} long-poll connections",
         MAX_CONNECTIONS * ROUNDS
@@ -206,16 +196,6 @@ fn api_versions_frame() -> Vec<u8> {
     frame
 }
 
-fn hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// Opening and closing 20,000 connections (in rounds of up to 2,000 open at once, each
 /// asking ApiVersions, so each has its buffers) leaves the broker's memory near where it
 /// started: closed connections give their memory back.
@@ -245,22 +225,22 @@ async fn twenty_thousand_connections_give_their_memory_back() {
     // Warm up (the runtime's own buffers), then take the baseline once memory was released.
     round(100);
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let baseline_kib = rss_kib(broker.pid());
+    let baseline_kib = broker.status_kib("VmRSS");
     let mut done = 0;
     let mut open_kib = 0;
     while done < TOTAL {
         let count = at_once.min(TOTAL - done);
         round(count);
-        open_kib = open_kib.max(rss_kib(broker.pid()));
+        open_kib = open_kib.max(broker.status_kib("VmRSS"));
         done += count;
     }
-    let peak_kib = hwm_kib(broker.pid());
+    let peak_kib = broker.status_kib("VmHWM");
     // Closed connections' memory is released within a few seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut after_kib = rss_kib(broker.pid());
+    let mut after_kib = broker.status_kib("VmRSS");
     while after_kib > baseline_kib + 32 * 1024 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        after_kib = rss_kib(broker.pid());
+        after_kib = broker.status_kib("VmRSS");
     }
     eprintln!(
         "{TOTAL} connections, {at_once} at a time: RSS {baseline_kib} KiB before, up to \

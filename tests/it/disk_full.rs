@@ -19,35 +19,10 @@ async fn a_full_disk_refuses_writes_and_loses_nothing() {
     let mut broker = Broker::start_limited(dir.path(), &[], Some(FILE_SIZE_LIMIT_BYTES));
     let topic = "full";
     broker.create_topic(topic, 1, &[]).await;
-    let producer: FutureProducer = broker
-        .client_config()
-        .set("message.send.max.retries", "0")
-        .set("linger.ms", "0")
-        .create()
-        .unwrap();
+    let producer = producer_without_retries(&broker);
     let value = vec![b'x'; 10_000];
     let mut acked = Acked::new();
-    let mut refusal = None;
-    for i in 0..400 {
-        let record = FutureRecord::<(), _>::to(topic)
-            .payload(&value)
-            .timestamp(1_000 + i);
-        match producer.send(record, Duration::from_secs(10)).await {
-            Ok(delivery) => {
-                let data = RecordData {
-                    key: None,
-                    value: Some(value.clone()),
-                    headers: Vec::new(),
-                    timestamp: 1_000 + i,
-                };
-                acked.insert((delivery.partition, delivery.offset), data);
-            }
-            Err((err, _)) => {
-                refusal = Some(err);
-                break;
-            }
-        }
-    }
+    let refusal = produce_until_refused(&producer, topic, &value, 400, &mut acked).await;
     match refusal {
         Some(KafkaError::MessageProduction(RDKafkaErrorCode::KafkaStorageError)) => {}
         other => panic!("expected KAFKA_STORAGE_ERROR once the disk is full, got {other:?}"),
@@ -138,31 +113,45 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Produces single records until the broker refuses one; returns the refusal.
+/// A producer that sends each record at once and reports a refusal instead of retrying.
+fn producer_without_retries(broker: &Broker) -> FutureProducer {
+    broker
+        .client_config()
+        .set("message.send.max.retries", "0")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap()
+}
+
+/// Produces single records of `value` (at most `max_records`) until the broker refuses
+/// one; returns the refusal, keeping what was acknowledged in `acked`.
 async fn produce_until_refused(
     producer: &FutureProducer,
     topic: &str,
+    value: &[u8],
+    max_records: i64,
     acked: &mut Acked,
-) -> KafkaError {
-    let value = vec![b'y'; 4_000];
-    for i in 0..100_000 {
+) -> Option<KafkaError> {
+    let first_timestamp = 1_000 + acked.len() as i64;
+    for i in 0..max_records {
+        let timestamp = first_timestamp + i;
         let record = FutureRecord::<(), _>::to(topic)
-            .payload(&value)
-            .timestamp(10_000 + i);
+            .payload(value)
+            .timestamp(timestamp);
         match producer.send(record, Duration::from_secs(10)).await {
             Ok(delivery) => {
                 let data = RecordData {
                     key: None,
-                    value: Some(value.clone()),
+                    value: Some(value.to_vec()),
                     headers: Vec::new(),
-                    timestamp: 10_000 + i,
+                    timestamp,
                 };
                 acked.insert((delivery.partition, delivery.offset), data);
             }
-            Err((err, _)) => return err,
+            Err((err, _)) => return Some(err),
         }
     }
-    panic!("the disk never filled up");
+    None
 }
 
 const INTERNAL_PARTITIONS: &[&str] = &[
@@ -181,17 +170,12 @@ async fn a_disk_full_at_shutdown_and_startup_stops_and_starts_cleanly() {
     let topic = "filled";
     let broker = Broker::start(&data, INTERNAL_PARTITIONS);
     broker.create_topic(topic, 1, &[]).await;
-    let producer: FutureProducer = broker
-        .client_config()
-        .set("message.send.max.retries", "0")
-        .set("linger.ms", "0")
-        .create()
-        .unwrap();
+    let producer = producer_without_retries(&broker);
     // The disk fills up behind the broker's back; writes are refused.
     let filler = disk.fill();
     let mut acked = Acked::new();
-    match produce_until_refused(&producer, topic, &mut acked).await {
-        KafkaError::MessageProduction(RDKafkaErrorCode::KafkaStorageError) => {}
+    match produce_until_refused(&producer, topic, &[b'y'; 4_000], 100_000, &mut acked).await {
+        Some(KafkaError::MessageProduction(RDKafkaErrorCode::KafkaStorageError)) => {}
         other => panic!("expected KAFKA_STORAGE_ERROR on a full disk, got {other:?}"),
     }
     drop(producer);
@@ -210,15 +194,10 @@ async fn a_disk_full_at_shutdown_and_startup_stops_and_starts_cleanly() {
     // A start on the still-full disk serves everything acknowledged and refuses writes.
     let broker = Broker::start(&data, INTERNAL_PARTITIONS);
     assert!(read_all(&broker, topic, &end_offsets(&acked)) == acked);
-    let producer: FutureProducer = broker
-        .client_config()
-        .set("message.send.max.retries", "0")
-        .set("linger.ms", "0")
-        .create()
-        .unwrap();
+    let producer = producer_without_retries(&broker);
     let mut refused = Acked::new();
-    match produce_until_refused(&producer, topic, &mut refused).await {
-        KafkaError::MessageProduction(RDKafkaErrorCode::KafkaStorageError) => {}
+    match produce_until_refused(&producer, topic, &[b'y'; 4_000], 100_000, &mut refused).await {
+        Some(KafkaError::MessageProduction(RDKafkaErrorCode::KafkaStorageError)) => {}
         other => panic!("expected KAFKA_STORAGE_ERROR after a start on a full disk, got {other:?}"),
     }
     acked.extend(refused);

@@ -1219,16 +1219,6 @@ fn wait_for_log(broker: &Broker, seen: &mut Vec<String>, needles: &[&str]) {
     }
 }
 
-/// A `kind` field of `/proc/<pid>/status` (VmRSS, VmHWM) in KiB.
-fn proc_status_kib(pid: u32, kind: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(kind)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{kind} not in /proc/{pid}/status"))
-}
-
 // ---------------------------------------------------------------------------------------
 // Live broker: frame sizes.
 // ---------------------------------------------------------------------------------------
@@ -1715,7 +1705,7 @@ fn a_gzip_bomb_is_never_decompressed_beyond_the_cap() {
         &["decompress to more than 67108864 bytes"],
     );
 
-    let peak = proc_status_kib(broker.pid(), "VmHWM");
+    let peak = broker.status_kib("VmHWM");
     eprintln!("broker VmHWM {peak} KiB");
     assert!(
         peak < BOMB_MAX_PEAK_RSS_KIB,
@@ -1791,7 +1781,7 @@ fn stalled_large_frames_neither_exhaust_memory_nor_block_small_requests() {
         let (error, _) = produce(&mut steady, "steady", simple_batch(&[b"small"], 1));
         assert_eq!(error, 0);
     }
-    let rss = proc_status_kib(broker.pid(), "VmRSS");
+    let rss = broker.status_kib("VmRSS");
     eprintln!("broker VmRSS {rss} KiB");
     assert!(rss < STALL_MAX_RSS_KIB, "RSS {rss} KiB with stalled frames");
 
@@ -1820,7 +1810,7 @@ fn stalled_large_frames_neither_exhaust_memory_nor_block_small_requests() {
         partition.error_code, 10,
         "MESSAGE_TOO_LARGE: 8 MiB > max.message.bytes"
     );
-    let peak = proc_status_kib(broker.pid(), "VmHWM");
+    let peak = broker.status_kib("VmHWM");
     eprintln!("broker VmHWM {peak} KiB");
     assert!(peak < STALL_MAX_RSS_KIB, "peak RSS {peak} KiB");
     assert_serving(&mut broker);
@@ -1858,7 +1848,7 @@ fn clients_that_stop_reading_hold_bounded_memory_and_are_disconnected() {
         greedy.send(ApiKey::Fetch, FETCH_VERSION, &fetch).unwrap();
     }
     std::thread::sleep(Duration::from_millis(1_000));
-    let rss = proc_status_kib(broker.pid(), "VmRSS");
+    let rss = broker.status_kib("VmRSS");
     eprintln!("broker VmRSS {rss} KiB");
     assert!(
         rss < UNREAD_MAX_RSS_KIB,
@@ -1900,7 +1890,7 @@ fn clients_that_stop_reading_hold_bounded_memory_and_are_disconnected() {
         answered < UNREAD_FETCHES,
         "all {answered} responses were kept for it"
     );
-    let peak = proc_status_kib(broker.pid(), "VmHWM");
+    let peak = broker.status_kib("VmHWM");
     eprintln!("broker VmHWM {peak} KiB");
     assert!(peak < UNREAD_MAX_RSS_KIB, "peak RSS {peak} KiB");
     assert_serving(&mut broker);

@@ -122,8 +122,8 @@ impl Broker {
         }
     }
 
-    /// Sends SIGTERM and waits for a clean exit.
-    pub fn stop(mut self) -> ExitStatus {
+    /// Sends SIGTERM and waits for the process to exit.
+    fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])
@@ -133,18 +133,28 @@ impl Broker {
         self.child.wait().expect("wait for ferry")
     }
 
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.terminate()
+    }
+
     /// Sends SIGTERM, waits for the exit and returns it with every log line printed.
     pub fn stop_with_log(mut self) -> (ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let status = self.child.wait().expect("wait for ferry");
+        let status = self.terminate();
         // The reader thread ends with the process's stderr; collect what it forwarded.
         let lines = self.log_lines.iter().collect();
         (status, lines)
+    }
+
+    /// A `kind` field of the process's `/proc/<pid>/status` (VmRSS, VmHWM) in KiB.
+    pub fn status_kib(&self, kind: &str) -> u64 {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(kind)?.strip_prefix(':'))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{kind} not in /proc/{pid}/status"))
     }
 
     /// Kills the process with SIGKILL, as a crash would.

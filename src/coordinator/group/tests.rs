@@ -324,21 +324,8 @@ fn offsets_of_an_empty_group_expire_after_retention() {
     cfg.offsets_retention_ms = 1_000;
     cfg.offsets_retention_check_interval_ms = 100;
     let c = GroupCoordinator::new(cfg, Arc::clone(&log) as Arc<dyn CoordinatorLog>);
-    let commit = CommitRequest {
-        group_id: "g".into(),
-        member_id: String::new(),
-        group_instance_id: None,
-        generation_id: -1,
-        unknown_group_is_not_found: false,
-        offsets: vec![OffsetToCommit {
-            topic: "t".into(),
-            partition: 0,
-            offset: 1,
-            leader_epoch: -1,
-            metadata: None,
-        }],
-    };
-    c.commit_offsets(commit, &|_, _| true, 0).unwrap();
+    c.commit_offsets(commit_outside_protocol("g", 1), &|_, _| true, 0)
+        .unwrap();
     c.tick(500);
     assert_eq!(c.fetch_offsets("g", None).len(), 1);
     c.tick(1_200);
@@ -412,20 +399,7 @@ fn leave_removes_members_and_an_empty_group_can_be_deleted() {
 fn a_partition_that_cannot_be_loaded_makes_only_its_groups_unavailable() {
     let log = MemoryLog::new(4);
     let c = coordinator(&log);
-    let commit = |group: &str| CommitRequest {
-        group_id: group.into(),
-        member_id: String::new(),
-        group_instance_id: None,
-        generation_id: -1,
-        unknown_group_is_not_found: false,
-        offsets: vec![OffsetToCommit {
-            topic: "t".into(),
-            partition: 0,
-            offset: 7,
-            leader_epoch: -1,
-            metadata: None,
-        }],
-    };
+    let commit = |group: &str| commit_outside_protocol(group, 7);
     // Two groups in different __consumer_offsets partitions.
     let groups: Vec<String> = (0..40).map(|i| format!("group-{i}")).collect();
     let first = &groups[0];
@@ -459,5 +433,23 @@ fn join_request_for(group: &str) -> JoinRequest {
     JoinRequest {
         group_id: group.into(),
         ..join_request("", None, &["range"])
+    }
+}
+
+/// A commit of `t-0` at `offset` from outside the group protocol (no member, generation -1).
+fn commit_outside_protocol(group: &str, offset: i64) -> CommitRequest {
+    CommitRequest {
+        group_id: group.into(),
+        member_id: String::new(),
+        group_instance_id: None,
+        generation_id: -1,
+        unknown_group_is_not_found: false,
+        offsets: vec![OffsetToCommit {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        }],
     }
 }
