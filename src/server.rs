@@ -42,15 +42,31 @@ impl fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
-/// Resolves when the process receives SIGTERM or SIGINT.
-async fn termination_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term =
-        signal(SignalKind::terminate()).expect("installing a SIGTERM handler at startup");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler at startup");
-    tokio::select! {
-        _ = term.recv() => info!("received SIGTERM"),
-        _ = int.recv() => info!("received SIGINT"),
+/// SIGTERM and SIGINT, caught from before the broker says it is ready: a signal sent the
+/// moment the ready line appears (a supervisor, a test) must start a clean shutdown, not
+/// kill the process with the signal's default action.
+struct TerminationSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl TerminationSignals {
+    fn install() -> Result<TerminationSignals, ServerError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let failed =
+            |e: std::io::Error| ServerError::Runtime(format!("cannot handle signals: {e}"));
+        Ok(TerminationSignals {
+            term: signal(SignalKind::terminate()).map_err(failed)?,
+            int: signal(SignalKind::interrupt()).map_err(failed)?,
+        })
+    }
+
+    /// Resolves when the process receives SIGTERM or SIGINT.
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("received SIGTERM"),
+            _ = self.int.recv() => info!("received SIGINT"),
+        }
     }
 }
 
@@ -113,6 +129,10 @@ fn ignore_file_size_signal() {
 /// Runs a broker until a termination signal, then shuts it down cleanly.
 pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     ignore_file_size_signal();
+    // Before anything else: a SIGTERM during recovery waits for the start to finish and
+    // then stops cleanly.
+    let termination = TerminationSignals::install()?;
+    info!(data_dir = %config.data_dir.display(), "opening the data directory");
     crate::logging::limit_peer_warnings(config.connection_warnings_per_peer_per_minute);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -164,7 +184,7 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
         cluster_id = %broker.cluster_id,
         "Ferry is ready to accept connections on {bound}"
     );
-    termination_signal().await;
+    termination.received().await;
     info!("shutting down");
     let _ = stop.send(true);
     if let Err(err) = accept.await {

@@ -236,3 +236,64 @@ async fn a_partition_that_cannot_be_opened_goes_offline_alone() {
     assert!(read_all(&broker, "damaged", &[(0, 1)].into()) == damaged);
     stop_cleanly(broker);
 }
+
+/// A stop sent while the broker is still opening its logs (as a supervisor may) waits for
+/// the start to finish and is a clean shutdown, not death by the signal's default action
+/// (which, sent a moment too early, also hit a stop right after the ready line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_startup_is_a_clean_shutdown() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // Enough partitions that opening them takes a while.
+    let broker = start(dir.path());
+    broker.create_topic("many", 3_000, &[]).await;
+    stop_cleanly(broker);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(INTERNAL_PARTITIONS)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !log
+        .iter()
+        .any(|l: &String| l.contains("opening the data directory"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the broker did not say it was opening its data directory: {log:?}");
+            }
+        }
+    }
+    // SAFETY: kill only sends a signal to the child's process id.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    log.extend(lines.iter());
+    assert!(status.success(), "{status}: {log:?}");
+    assert!(
+        log.iter().any(|l| l.contains("received SIGTERM")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains("shutdown complete")),
+        "{log:?}"
+    );
+}
