@@ -3,6 +3,7 @@
 //! codes. Transport-agnostic: a decoded request goes in, an encoded response comes out.
 
 mod coordinators;
+pub mod delayed_deletes;
 pub mod dispatch;
 pub mod error_code;
 pub mod flusher;
@@ -69,6 +70,7 @@ pub struct Broker {
     flusher: Arc<Flusher>,
     journal: Arc<Journal>,
     flusher_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    delayed_deletes: delayed_deletes::DelayedDeletes,
 }
 
 impl Broker {
@@ -108,6 +110,7 @@ impl Broker {
             flusher,
             journal,
             flusher_thread: std::sync::Mutex::new(Some(flusher_thread)),
+            delayed_deletes: delayed_deletes::DelayedDeletes::default(),
         }))
     }
 
@@ -165,27 +168,62 @@ impl Broker {
         for partition in self.topics.all_partitions() {
             partition.flush_if_due(now);
             partition.expire_producers(producer_cutoff_ms);
-            if retention {
-                match partition.apply_retention(now) {
-                    Ok(0) => {}
-                    Ok(deleted) => info!(
-                        topic = partition.topic(),
-                        partition = partition.index(),
-                        segments = deleted,
-                        "deleted segments past retention"
-                    ),
-                    Err(err) => warn!(
-                        topic = partition.topic(),
-                        partition = partition.index(),
-                        "retention failed: {err}"
-                    ),
-                }
-            }
         }
+        if retention {
+            self.apply_retention(now);
+        }
+        self.delayed_deletes.remove_due(now);
         if checkpoint {
             if let Err(err) = self.topics.write_checkpoints() {
                 warn!("writing checkpoints failed: {err}");
             }
+        }
+    }
+
+    /// Retention for every partition: take out expired segments, write the log-start
+    /// checkpoint, then rename their files for deletion after `file.delete.delay.ms`
+    /// (`storage::log::retention` says why in that order).
+    fn apply_retention(&self, now: i64) {
+        let mut retired = Vec::new();
+        for partition in self.topics.all_partitions() {
+            match partition.take_retired_segments(now) {
+                Ok(segments) if !segments.is_empty() => retired.push((partition, segments)),
+                Ok(_) => {}
+                Err(err) => warn!(
+                    topic = partition.topic(),
+                    partition = partition.index(),
+                    "retention failed: {err}"
+                ),
+            }
+        }
+        if retired.is_empty() {
+            return;
+        }
+        if let Err(err) = self.topics.write_checkpoints() {
+            // The segments' files stay; the next checkpoint records the new start, and the
+            // next start drops what lies below it.
+            warn!("writing checkpoints for retention failed; the files stay for now: {err}");
+            return;
+        }
+        for (partition, segments) in retired {
+            let (count, delay_ms) = (segments.len(), segments.delete_delay_ms);
+            match segments.rename() {
+                Ok(paths) => self
+                    .delayed_deletes
+                    .schedule(paths, now.saturating_add(delay_ms)),
+                Err(err) => warn!(
+                    topic = partition.topic(),
+                    partition = partition.index(),
+                    "renaming segments deleted by retention failed: {err}"
+                ),
+            }
+            info!(
+                topic = partition.topic(),
+                partition = partition.index(),
+                segments = count,
+                log_start_offset = partition.log_start_offset(),
+                "deleted segments past retention"
+            );
         }
     }
 

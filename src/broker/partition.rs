@@ -31,7 +31,9 @@ const READ_AHEAD_SPANS: usize = 4;
 use crate::config::topic::ResolvedTopicConfig;
 use crate::protocol::fetch_encoder::RecordsOut;
 use crate::protocol::frame::FileRegion;
-use crate::storage::log::{self, AppendInfo, AppendOrigin, FlushPlan, Log, Marker};
+use crate::storage::log::{
+    self, AppendInfo, AppendOrigin, FlushPlan, Log, Marker, RetiredSegments,
+};
 use crate::storage::producer_state::AbortedTxn;
 use crate::storage::segment::ReadLimits;
 use crate::storage::StorageError;
@@ -566,13 +568,16 @@ impl Partition {
         self.lock().log.expire_producers(cutoff_ms);
     }
 
-    /// Deletes segments past retention.
-    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+    /// Takes out the segments past retention (below the high watermark) and moves the log
+    /// start offset past them; their files go once the checkpoint says so (see
+    /// `storage::log::retention`).
+    pub fn take_retired_segments(&self, now_ms: i64) -> Result<RetiredSegments, StorageError> {
+        let high_watermark = self.high_watermark();
         let mut state = self.lock();
-        let deleted = state.log.apply_retention(now_ms)?;
+        let retired = state.log.take_retired_segments(now_ms, high_watermark)?;
         self.log_start_offset
             .store(state.log.log_start_offset(), Ordering::Release);
-        Ok(deleted)
+        Ok(retired)
     }
 
     /// `(recovery point, log start offset)` for the checkpoint files.

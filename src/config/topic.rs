@@ -67,7 +67,10 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
         name: "file.delete.delay.ms",
         broker_key: Some("log.segment.delete.delay.ms"),
         default: "60000",
-        kind: Kind::Inert,
+        kind: Kind::Long {
+            min: 0,
+            max: i64::MAX,
+        },
     },
     TopicKey {
         name: "flush.messages",
@@ -369,6 +372,10 @@ impl TopicDefaults {
                     .split(',')
                     .any(|p| p.trim() == "compact"),
                 preallocate: get("preallocate").trim() == "true",
+                delete_enabled: get("cleanup.policy")
+                    .split(',')
+                    .any(|p| p.trim() == "delete"),
+                file_delete_delay_ms: long("file.delete.delay.ms").max(0),
             },
             flush_messages: long("flush.messages").max(1),
             flush_ms: long("flush.ms").max(0),

@@ -527,6 +527,14 @@ impl Segment {
         Ok(())
     }
 
+    /// The paths of the segment's files (`.log` and its indexes), existing or not.
+    pub fn file_paths(&self) -> Vec<PathBuf> {
+        ["log", "index", "timeindex", "txnindex"]
+            .iter()
+            .map(|extension| self.index_path(extension))
+            .collect()
+    }
+
     /// Deletes the segment's files.
     pub fn delete_files(&self) -> io::Result<()> {
         for extension in ["log", "index", "timeindex", "txnindex"] {

@@ -21,5 +21,6 @@ mod recovery;
 mod responses;
 mod restart;
 mod restart_model;
+mod retention;
 mod support;
 mod transactions;

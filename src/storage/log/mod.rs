@@ -18,6 +18,9 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 mod producers;
+mod retention;
+
+pub use retention::RetiredSegments;
 
 pub use producers::{marker_of, Marker};
 
@@ -53,6 +56,11 @@ pub struct LogConfig {
     /// `segment.bytes` when a segment is created, as Kafka does; otherwise a segment
     /// reserves ahead in proportion to what it holds (see `segment::Segment::append`).
     pub preallocate: bool,
+    /// `cleanup.policy` includes `delete`: `retention.ms` and `retention.bytes` apply.
+    pub delete_enabled: bool,
+    /// `file.delete.delay.ms`: how long a segment deleted by retention stays on disk,
+    /// renamed `*.deleted`, before its files are removed.
+    pub file_delete_delay_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -68,6 +76,8 @@ impl Default for LogConfig {
             max_decompressed_batch_bytes: 64 << 20,
             compacted: false,
             preallocate: false,
+            delete_enabled: true,
+            file_delete_delay_ms: 60_000,
         }
     }
 }
@@ -256,6 +266,7 @@ impl Log {
         clean_shutdown: bool,
         now_ms: i64,
     ) -> Result<(Log, OpenReport), StorageError> {
+        retention::remove_leftover_deleted_files(dir)?;
         let bases = list_segment_bases(dir)?;
         let log_start_checkpoint = checkpoint
             .map(|c| c.log_start_offset)
@@ -919,32 +930,6 @@ impl Log {
         self.write_snapshot()
     }
 
-    /// Deletes whole segments that fall outside `retention.ms` / `retention.bytes`, never
-    /// the active one, and moves the log start offset past them. Returns how many went.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
-        self.check_online()?;
-        let mut deleted = 0;
-        let mut total = self.size_bytes();
-        while let (Some((_, oldest)), Some(&next_base)) =
-            (self.segments.first_key_value(), self.segments.keys().nth(1))
-        {
-            let expired_by_time = self.config.retention_ms >= 0
-                && oldest.max_timestamp() >= 0
-                && now_ms.saturating_sub(oldest.max_timestamp()) > self.config.retention_ms;
-            let over_size = u64::try_from(self.config.retention_bytes)
-                .is_ok_and(|limit| total.saturating_sub(oldest.size_bytes()) >= limit);
-            if !(expired_by_time || over_size) {
-                break;
-            }
-            total = total.saturating_sub(oldest.size_bytes());
-            self.move_log_start(next_base);
-            self.delete_oldest_segment()?;
-            deleted += 1;
-        }
-        self.check_invariants()?;
-        Ok(deleted)
-    }
-
     /// Moves the log start offset forward (DeleteRecords) and drops segments wholly below it.
     pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<(), StorageError> {
         self.check_online()?;
@@ -965,7 +950,7 @@ impl Log {
 
     /// Raises the log start offset (never lowers it), with the recovery point and the
     /// producer state that follow it.
-    fn move_log_start(&mut self, offset: i64) {
+    pub(super) fn move_log_start(&mut self, offset: i64) {
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
             self.recovery_point = self.recovery_point.max(offset);
@@ -1537,8 +1522,12 @@ mod tests {
             log.append_as_leader_client(&build_batch(0, i, &[b"0123456789"]), 0, 0)
                 .unwrap();
         }
-        let deleted = log.apply_retention(0).unwrap();
-        assert!(deleted > 0);
+        let end = log.log_end_offset();
+        let retired = log.take_retired_segments(0, end).unwrap();
+        assert!(!retired.is_empty());
+        for path in retired.rename().unwrap() {
+            assert!(path.to_string_lossy().ends_with(".deleted"), "{path:?}");
+        }
         assert!(log.size_bytes() <= 3_000);
         assert!(log.log_start_offset() > 0);
         assert!(matches!(
