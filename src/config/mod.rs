@@ -368,6 +368,21 @@ impl BrokerConfig {
     }
 
     /// Broker settings as DescribeConfigs reports them: `(key, value, set explicitly)`.
+    /// The type Kafka declares for a broker key Ferry describes (DescribeConfigs v3+).
+    pub fn config_type(name: &str) -> topic::ConfigType {
+        use topic::ConfigType::{Boolean, Int, Long, String};
+        if let Some(kind) = topic::broker_key_type(name) {
+            return kind;
+        }
+        match name {
+            "auto.create.topics.enable" | "ferry.replication.factor.cap" => Boolean,
+            "queued.max.request.bytes" | "connections.max.idle.ms" => Long,
+            "log.retention.check.interval.ms" => Long,
+            "listeners" | "advertised.listeners" | "log.dirs" => String,
+            _ => Int,
+        }
+    }
+
     pub fn describe(&self, advertised: &Endpoint) -> Vec<(String, String, bool)> {
         let mut out = vec![
             (
@@ -466,9 +481,10 @@ impl BrokerConfig {
                 self.replication_factor_cap.to_string(),
             ),
         ];
+        // The broker keys behind topic defaults: those set, and those carrying a default.
         for entry in self.topic_defaults.describe(&BTreeMap::new()) {
-            if let Some((broker_key, value, _)) = entry.synonyms.first() {
-                out.push((broker_key.clone(), value.clone()));
+            for (broker_key, value, _) in entry.synonyms {
+                out.push((broker_key, value));
             }
         }
         out.sort();

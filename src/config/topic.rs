@@ -2,11 +2,22 @@
 //! DescribeConfigs), their broker-level default keys (`log.segment.bytes` for
 //! `segment.bytes`, ...), validation, and resolution into the storage layer's `LogConfig`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::{invalid, parse_num, ConfigError};
 use crate::storage::batch::TimestampType;
 use crate::storage::log::LogConfig;
+
+/// A config's type as DescribeConfigs v3+ reports it (Kafka's `ConfigType` codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
 
 /// How a value is checked.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +37,8 @@ enum Kind {
 #[derive(Debug)]
 pub struct TopicKey {
     pub name: &'static str,
+    /// The type Kafka declares for the key (DescribeConfigs v3+).
+    pub config_type: ConfigType,
     /// The broker key whose value is the default, if any.
     pub broker_key: Option<&'static str>,
     pub default: &'static str,
@@ -40,6 +53,7 @@ const LONG_MAX: &str = "9223372036854775807";
 pub static TOPIC_KEYS: &[TopicKey] = &[
     TopicKey {
         name: "cleanup.policy",
+        config_type: ConfigType::List,
         broker_key: Some("log.cleanup.policy"),
         default: "delete",
         kind: Kind::Choice {
@@ -49,6 +63,7 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "compression.type",
+        config_type: ConfigType::String,
         broker_key: Some("compression.type"),
         default: "producer",
         // Ferry stores batches as produced and never recompresses.
@@ -59,12 +74,14 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "delete.retention.ms",
+        config_type: ConfigType::Long,
         broker_key: Some("log.cleaner.delete.retention.ms"),
         default: DAY_MS,
         kind: Kind::Inert,
     },
     TopicKey {
         name: "file.delete.delay.ms",
+        config_type: ConfigType::Long,
         broker_key: Some("log.segment.delete.delay.ms"),
         default: "60000",
         kind: Kind::Long {
@@ -74,6 +91,7 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "flush.messages",
+        config_type: ConfigType::Long,
         broker_key: Some("log.flush.interval.messages"),
         default: LONG_MAX,
         kind: Kind::Long {
@@ -83,6 +101,7 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "flush.ms",
+        config_type: ConfigType::Long,
         broker_key: Some("log.flush.interval.ms"),
         default: LONG_MAX,
         kind: Kind::Long {
@@ -92,6 +111,7 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "index.interval.bytes",
+        config_type: ConfigType::Int,
         broker_key: Some("log.index.interval.bytes"),
         default: "4096",
         kind: Kind::Long {
@@ -101,12 +121,14 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "max.compaction.lag.ms",
+        config_type: ConfigType::Long,
         broker_key: Some("log.cleaner.max.compaction.lag.ms"),
         default: LONG_MAX,
         kind: Kind::Inert,
     },
     TopicKey {
         name: "max.message.bytes",
+        config_type: ConfigType::Int,
         broker_key: Some("message.max.bytes"),
         default: "1048588",
         kind: Kind::Long {
@@ -116,18 +138,21 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "message.timestamp.after.max.ms",
+        config_type: ConfigType::Long,
         broker_key: Some("log.message.timestamp.after.max.ms"),
         default: LONG_MAX,
         kind: Kind::Inert,
     },
     TopicKey {
         name: "message.timestamp.before.max.ms",
+        config_type: ConfigType::Long,
         broker_key: Some("log.message.timestamp.before.max.ms"),
         default: LONG_MAX,
         kind: Kind::Inert,
     },
     TopicKey {
         name: "message.timestamp.type",
+        config_type: ConfigType::String,
         broker_key: Some("log.message.timestamp.type"),
         default: "CreateTime",
         kind: Kind::Choice {
@@ -137,24 +162,28 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "min.cleanable.dirty.ratio",
+        config_type: ConfigType::Double,
         broker_key: Some("log.cleaner.min.cleanable.ratio"),
         default: "0.5",
         kind: Kind::Inert,
     },
     TopicKey {
         name: "min.compaction.lag.ms",
+        config_type: ConfigType::Long,
         broker_key: Some("log.cleaner.min.compaction.lag.ms"),
         default: "0",
         kind: Kind::Inert,
     },
     TopicKey {
         name: "min.insync.replicas",
+        config_type: ConfigType::Int,
         broker_key: Some("min.insync.replicas"),
         default: "1",
         kind: Kind::Long { min: 1, max: 1 },
     },
     TopicKey {
         name: "preallocate",
+        config_type: ConfigType::Boolean,
         broker_key: Some("log.preallocate"),
         default: "false",
         kind: Kind::Choice {
@@ -164,6 +193,7 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "retention.bytes",
+        config_type: ConfigType::Long,
         broker_key: Some("log.retention.bytes"),
         default: "-1",
         kind: Kind::Long {
@@ -173,6 +203,7 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "retention.ms",
+        config_type: ConfigType::Long,
         broker_key: Some("log.retention.ms"),
         default: WEEK_MS,
         kind: Kind::Long {
@@ -182,6 +213,7 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "segment.bytes",
+        config_type: ConfigType::Int,
         broker_key: Some("log.segment.bytes"),
         default: "1073741824",
         // Positions in Kafka's index format are 32-bit.
@@ -192,18 +224,21 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "segment.index.bytes",
+        config_type: ConfigType::Int,
         broker_key: Some("log.index.size.max.bytes"),
         default: "10485760",
         kind: Kind::Inert,
     },
     TopicKey {
         name: "segment.jitter.ms",
+        config_type: ConfigType::Long,
         broker_key: Some("log.roll.jitter.ms"),
         default: "0",
         kind: Kind::Inert,
     },
     TopicKey {
         name: "segment.ms",
+        config_type: ConfigType::Long,
         broker_key: Some("log.roll.ms"),
         default: WEEK_MS,
         kind: Kind::Long {
@@ -213,6 +248,7 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
     },
     TopicKey {
         name: "unclean.leader.election.enable",
+        config_type: ConfigType::Boolean,
         broker_key: Some("unclean.leader.election.enable"),
         default: "false",
         kind: Kind::Choice {
@@ -225,9 +261,46 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
 /// Broker keys that set a topic default in other units (`log.roll.hours`, ...).
 static SCALED_BROKER_KEYS: &[(&str, &str, i64)] = &[
     ("log.roll.hours", "segment.ms", 3_600_000),
+    ("log.roll.jitter.hours", "segment.jitter.ms", 3_600_000),
     ("log.retention.hours", "retention.ms", 3_600_000),
     ("log.retention.minutes", "retention.ms", 60_000),
 ];
+
+/// A topic key's broker synonyms in Kafka's order (`ServerTopicConfigSynonyms`).
+fn broker_synonyms(key: &TopicKey) -> Vec<&'static str> {
+    match key.name {
+        "retention.ms" => vec![
+            "log.retention.ms",
+            "log.retention.minutes",
+            "log.retention.hours",
+        ],
+        "segment.ms" => vec!["log.roll.ms", "log.roll.hours"],
+        "segment.jitter.ms" => vec!["log.roll.jitter.ms", "log.roll.jitter.hours"],
+        _ => key.broker_key.into_iter().collect(),
+    }
+}
+
+/// The synonym that carries Kafka's built-in default, with that default in its own unit:
+/// the millisecond keys of these have no default in Kafka, their hour keys do.
+fn default_synonym(key: &TopicKey) -> (&'static str, &'static str) {
+    match key.name {
+        "retention.ms" => ("log.retention.hours", "168"),
+        "segment.ms" => ("log.roll.hours", "168"),
+        "segment.jitter.ms" => ("log.roll.jitter.hours", "0"),
+        _ => (key.broker_key.unwrap_or(key.name), key.default),
+    }
+}
+
+/// The type Kafka declares for a broker key that sets a topic default, if `name` is one.
+pub fn broker_key_type(name: &str) -> Option<ConfigType> {
+    if SCALED_BROKER_KEYS.iter().any(|(k, _, _)| *k == name) {
+        return Some(ConfigType::Int);
+    }
+    TOPIC_KEYS
+        .iter()
+        .find(|k| k.broker_key == Some(name))
+        .map(|k| k.config_type)
+}
 
 /// Ferry's cap on records materialised to look inside one batch
 /// (`ferry.max.decompressed.batch.bytes`).
@@ -245,6 +318,8 @@ fn check(key: &TopicKey, value: &str) -> Result<(), ConfigError> {
                 return Err(invalid(key.name, format!("{n} is outside [{min}, {max}]")));
             }
         }
+        // An empty list is valid, as in Kafka (SUBTRACT can leave `cleanup.policy` empty).
+        Kind::Choice { list: true, .. } if value.trim().is_empty() => {}
         Kind::Choice { options, list } => {
             let words: Vec<&str> = if list {
                 value.split(',').map(str::trim).collect()
@@ -268,7 +343,9 @@ fn check(key: &TopicKey, value: &str) -> Result<(), ConfigError> {
 pub struct TopicDefaults {
     values: BTreeMap<&'static str, String>,
     /// Topic keys whose default was set by broker configuration rather than built in.
-    explicit: BTreeSet<&'static str>,
+    /// Broker keys set in the broker's configuration, per topic key: `(broker key, value as
+    /// written)`, for DescribeConfigs' synonyms.
+    explicit: BTreeMap<&'static str, Vec<(String, String)>>,
     pub max_decompressed_batch_bytes: usize,
 }
 
@@ -280,7 +357,7 @@ impl Default for TopicDefaults {
             .collect();
         TopicDefaults {
             values,
-            explicit: BTreeSet::new(),
+            explicit: BTreeMap::new(),
             max_decompressed_batch_bytes: DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES,
         }
     }
@@ -296,19 +373,36 @@ impl TopicDefaults {
         if let Some((_, topic_key, scale)) = SCALED_BROKER_KEYS.iter().find(|(k, _, _)| *k == key) {
             let n: i64 = parse_num(key, value)?;
             let scaled = if n < 0 { -1 } else { n.saturating_mul(*scale) };
-            return self.set(topic_key, &scaled.to_string(), key).map(|()| true);
+            return self
+                .set(topic_key, &scaled.to_string(), key, value)
+                .map(|()| true);
         }
         match TOPIC_KEYS.iter().find(|k| k.broker_key == Some(key)) {
-            Some(topic_key) => self.set(topic_key.name, value, key).map(|()| true),
+            Some(topic_key) => self.set(topic_key.name, value, key, value).map(|()| true),
             None => Ok(false),
         }
     }
 
-    fn set(&mut self, topic_key: &str, value: &str, broker_key: &str) -> Result<(), ConfigError> {
-        let key = lookup(topic_key).expect("table keys are valid");
+    /// Sets a topic key's broker default to `value` (in the topic key's unit) from
+    /// `broker_key`, written as `written`.
+    fn set(
+        &mut self,
+        topic_key: &str,
+        value: &str,
+        broker_key: &str,
+        written: &str,
+    ) -> Result<(), ConfigError> {
+        let Some(key) = lookup(topic_key) else {
+            return Err(invalid(
+                broker_key,
+                "not a topic config default".to_string(),
+            ));
+        };
         check(key, value).map_err(|e| invalid(broker_key, e.reason))?;
         self.values.insert(key.name, value.trim().to_string());
-        self.explicit.insert(key.name);
+        let set = self.explicit.entry(key.name).or_default();
+        set.retain(|(k, _)| k != broker_key);
+        set.push((broker_key.to_string(), written.trim().to_string()));
         Ok(())
     }
 
@@ -397,12 +491,17 @@ pub struct ConfigEntry {
     pub name: String,
     pub value: String,
     pub source: ConfigSource,
+    pub config_type: ConfigType,
     /// The values this one overrides, most specific first (Kafka's synonyms).
     pub synonyms: Vec<(String, String, ConfigSource)>,
 }
 
 impl TopicDefaults {
-    /// Every topic config key with its effective value for a topic with `overrides`.
+    /// Every topic config key with its effective value for a topic with `overrides`, and
+    /// Kafka's synonyms: the topic's override if any, then each broker key of that config
+    /// set in the broker's configuration (in Kafka's synonym order: `log.retention.ms`,
+    /// `.minutes`, `.hours`), then the default of the broker key that has one (for
+    /// `retention.ms` that is `log.retention.hours=168`, as Kafka lists it).
     pub fn describe(&self, overrides: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
         TOPIC_KEYS
             .iter()
@@ -415,21 +514,25 @@ impl TopicDefaults {
                         ConfigSource::DynamicTopic,
                     ));
                 }
-                if let (Some(broker_key), true) = (key.broker_key, self.explicit.contains(key.name))
-                {
-                    let value = self.values[key.name].clone();
-                    synonyms.push((broker_key.to_string(), value, ConfigSource::StaticBroker));
+                let set = self.explicit.get(key.name);
+                for broker_key in broker_synonyms(key) {
+                    let written = set.and_then(|s| s.iter().find(|(k, _)| k == broker_key));
+                    if let Some((name, value)) = written {
+                        synonyms.push((name.clone(), value.clone(), ConfigSource::StaticBroker));
+                    }
                 }
+                let (default_key, default_value) = default_synonym(key);
                 synonyms.push((
-                    key.broker_key.unwrap_or(key.name).to_string(),
-                    key.default.to_string(),
+                    default_key.to_string(),
+                    default_value.to_string(),
                     ConfigSource::Default,
                 ));
-                let (_, value, source) = synonyms[0].clone();
+                let source = synonyms[0].2;
                 ConfigEntry {
                     name: key.name.to_string(),
-                    value,
+                    value: self.effective(overrides)(key.name).to_string(),
                     source,
+                    config_type: key.config_type,
                     synonyms,
                 }
             })
@@ -489,5 +592,61 @@ mod tests {
         assert!(bad("cleanup.policy", "compact,bogus"));
         assert!(!bad("cleanup.policy", "compact,delete"));
         assert!(!bad("retention.ms", "-1"));
+        assert!(
+            !bad("cleanup.policy", ""),
+            "an empty list, as SUBTRACT can leave"
+        );
+    }
+
+    fn synonyms_of(defaults: &TopicDefaults, overrides: &[(&str, &str)], key: &str) -> Vec<String> {
+        let overrides = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let entry = defaults
+            .describe(&overrides)
+            .into_iter()
+            .find(|e| e.name == key)
+            .unwrap();
+        entry
+            .synonyms
+            .iter()
+            .map(|(name, value, source)| format!("{name}={value}:{}", *source as i8))
+            .collect()
+    }
+
+    /// Kafka lists a topic's override, the broker keys that are set, and the default of
+    /// the broker key that has one (`log.retention.hours=168`, not `log.retention.ms`).
+    #[test]
+    fn synonyms_are_the_ones_kafka_lists() {
+        let mut defaults = TopicDefaults::default();
+        assert_eq!(
+            synonyms_of(&defaults, &[], "retention.ms"),
+            ["log.retention.hours=168:5"]
+        );
+        assert_eq!(
+            synonyms_of(&defaults, &[("retention.ms", "1000")], "retention.ms"),
+            ["retention.ms=1000:1", "log.retention.hours=168:5"]
+        );
+        defaults
+            .apply_broker_key("log.retention.minutes", "60")
+            .unwrap();
+        assert_eq!(
+            synonyms_of(&defaults, &[], "retention.ms"),
+            ["log.retention.minutes=60:4", "log.retention.hours=168:5"]
+        );
+        assert_eq!(
+            synonyms_of(&defaults, &[], "segment.bytes"),
+            ["log.segment.bytes=1073741824:5"]
+        );
+        let entry = defaults
+            .describe(&BTreeMap::new())
+            .into_iter()
+            .find(|e| e.name == "retention.ms")
+            .unwrap();
+        assert_eq!(
+            (entry.value.as_str(), entry.source),
+            ("3600000", ConfigSource::StaticBroker)
+        );
     }
 }

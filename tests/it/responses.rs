@@ -612,3 +612,124 @@ async fn a_topic_named_twice_is_answered_once_as_kafka_does() {
         "{results:?}"
     );
 }
+
+/// DescribeConfigs v4 gives every config Kafka's type and marks broker configs read-only;
+/// SUBTRACT may leave a list empty, described as "".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_have_kafkas_types_read_only_flags_and_empty_lists() {
+    const TOPIC: i8 = 2;
+    const BROKER: i8 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &["--override", "log.retention.minutes=600"]);
+    broker.create_topic("typed", 1, &[]).await;
+    let mut wire = Connection::connect(&broker.bootstrap, "types")
+        .await
+        .unwrap();
+    let describe = |kind: i8, name: &str| {
+        DescribeConfigsRequest::default()
+            .with_include_synonyms(true)
+            .with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(s(name))
+                    .with_configuration_keys(None),
+            ])
+    };
+    let (_, topic): (_, DescribeConfigsResponse) = call(
+        &mut wire,
+        ApiKey::DescribeConfigs,
+        4,
+        &describe(TOPIC, "typed"),
+    )
+    .await;
+    let find = |response: &DescribeConfigsResponse, name: &str| {
+        response.results[0]
+            .configs
+            .iter()
+            .find(|c| c.name.as_str() == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not described"))
+    };
+    // BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7.
+    for (name, kind) in [
+        ("preallocate", 1),
+        ("compression.type", 2),
+        ("segment.bytes", 3),
+        ("retention.ms", 5),
+        ("min.cleanable.dirty.ratio", 6),
+        ("cleanup.policy", 7),
+    ] {
+        let config = find(&topic, name);
+        assert_eq!(config.config_type, kind, "{name}");
+        assert!(!config.read_only, "{name}");
+    }
+    assert!(topic.results[0].configs.iter().all(|c| c.config_type != 0));
+    let retention = find(&topic, "retention.ms");
+    assert_eq!(
+        retention.value.as_ref().map(|v| v.as_str()),
+        Some("36000000")
+    );
+    let synonyms: Vec<(&str, i8)> = retention
+        .synonyms
+        .iter()
+        .map(|s| (s.name.as_str(), s.source))
+        .collect();
+    assert_eq!(
+        synonyms,
+        [("log.retention.minutes", 4), ("log.retention.hours", 5)]
+    );
+
+    let (_, node): (_, DescribeConfigsResponse) = call(
+        &mut wire,
+        ApiKey::DescribeConfigs,
+        4,
+        &describe(BROKER, "1"),
+    )
+    .await;
+    for (name, kind) in [
+        ("advertised.listeners", 2),
+        ("auto.create.topics.enable", 1),
+        ("num.partitions", 3),
+        ("log.retention.bytes", 5),
+        ("log.retention.minutes", 3),
+        ("log.cleanup.policy", 7),
+    ] {
+        let config = find(&node, name);
+        assert_eq!(config.config_type, kind, "{name}");
+        assert!(config.read_only, "{name} is a static broker config");
+    }
+    assert!(node.results[0]
+        .configs
+        .iter()
+        .all(|c| c.read_only && c.config_type != 0));
+
+    // SUBTRACT of the only policy leaves an empty list, accepted and described as "".
+    let subtract = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(s("typed"))
+            .with_configs(vec![
+                incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(s("cleanup.policy"))
+                    .with_config_operation(3)
+                    .with_value(Some(s("delete"))),
+            ]),
+    ]);
+    let (_, altered): (_, IncrementalAlterConfigsResponse) =
+        call(&mut wire, ApiKey::IncrementalAlterConfigs, 1, &subtract).await;
+    assert_eq!(
+        altered.responses[0].error_code, 0,
+        "{:?}",
+        altered.responses[0].error_message
+    );
+    let (_, topic): (_, DescribeConfigsResponse) = call(
+        &mut wire,
+        ApiKey::DescribeConfigs,
+        4,
+        &describe(TOPIC, "typed"),
+    )
+    .await;
+    let policy = find(&topic, "cleanup.policy");
+    assert_eq!(policy.value.as_ref().map(|v| v.as_str()), Some(""));
+    assert_eq!(policy.config_source, 1, "a topic override");
+}

@@ -13,6 +13,7 @@ use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{code, KafkaError};
 use crate::broker::Broker;
 use crate::config::topic::{ConfigEntry, ConfigSource};
+use crate::config::BrokerConfig;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -56,12 +57,13 @@ pub fn handle(
                     // brokers leave the codec's "" here; clients read both as no error.)
                     result.error_message = None;
                     let wanted = resource.configuration_keys.as_ref();
+                    let read_only = resource.resource_type == RESOURCE_BROKER;
                     result.configs = entries
                         .into_iter()
                         .filter(|e| {
                             wanted.is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name))
                         })
-                        .map(|e| to_result(e, request.include_synonyms))
+                        .map(|e| to_result(e, request.include_synonyms, read_only))
                         .collect();
                 }
                 Err((error, message)) => {
@@ -88,6 +90,7 @@ fn broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
             };
             let synonyms = vec![(key.clone(), value.clone(), source)];
             ConfigEntry {
+                config_type: BrokerConfig::config_type(&key),
                 name: key,
                 value,
                 source,
@@ -97,7 +100,13 @@ fn broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
         .collect()
 }
 
-fn to_result(entry: ConfigEntry, include_synonyms: bool) -> DescribeConfigsResourceResult {
+/// One config as Kafka describes it. `read_only`: broker configs are (Ferry changes no
+/// broker config at runtime, as Kafka's static ones); topic configs are not.
+fn to_result(
+    entry: ConfigEntry,
+    include_synonyms: bool,
+    read_only: bool,
+) -> DescribeConfigsResourceResult {
     let synonyms = if include_synonyms {
         entry
             .synonyms
@@ -119,5 +128,8 @@ fn to_result(entry: ConfigEntry, include_synonyms: bool) -> DescribeConfigsResou
         .with_value(Some(str_bytes(&entry.value)))
         .with_documentation(None)
         .with_config_source(entry.source as i8)
+        .with_config_type(entry.config_type as i8)
+        .with_read_only(read_only)
+        .with_is_sensitive(false)
         .with_synonyms(synonyms)
 }
