@@ -23,7 +23,7 @@ use super::reader::{Reader, ReaderControl, ReaderMode, ReaderOutcome, ReaderSpec
 use super::stats::{unix_micros, Latency, Percentiles};
 use super::topic_handle::TopicHandle;
 use super::workloads::{
-    Load, PhaseKind, PhaseSpec, Readers, PHASE_DURATION_FULL, PHASE_DURATION_QUICK,
+    Load, PhaseKind, PhaseSpec, Readers, Values, PHASE_DURATION_FULL, PHASE_DURATION_QUICK,
     PRODUCER_BATCH_BYTES, W4_DISTINCT_KEYS, W5_BACKLOG_BYTES_FULL, W5_BACKLOG_BYTES_QUICK,
 };
 
@@ -372,6 +372,7 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
     let mut handle = TopicHandle::new(producer.client(), topic)?;
     let mut value = vec![0u8; spec.value_bytes];
     fill_random(&mut value, 0xbe9c_4a11);
+    let pool = (spec.values == Values::DistinctText).then(|| text_pool(TEXT_POOL_BYTES));
     let duration = env.duration();
     let byte_budget = match spec.kind {
         PhaseKind::Backlog => Some(env.backlog_bytes()),
@@ -394,7 +395,10 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
                 Some(bytes) => Until::Bytes(bytes),
                 None => Until::Micros(duration_us),
             };
-            send_unthrottled(&mut handle, &stats, spec, &mut value, start_us, until);
+            match &pool {
+                Some(pool) => send_distinct(&mut handle, &stats, spec, pool, start_us, until),
+                None => send_unthrottled(&mut handle, &stats, spec, &mut value, start_us, until),
+            }
         }
     }
     producer
@@ -473,6 +477,102 @@ fn send_unthrottled(
             }
         }
         // One clock read per batch (see `SEND_BATCH_RECORDS`), also for the deadline.
+        now_us = unix_micros();
+    }
+}
+
+/// Bytes of generated text distinct values are cut from (`Values::DistinctText`).
+const TEXT_POOL_BYTES: usize = 8 << 20;
+
+/// Log-like text: words from a small vocabulary with numbers, in a deterministic order, so
+/// a value compresses about as well as a log line or a JSON document (zstd: about 3-4x).
+fn text_pool(bytes: usize) -> Vec<u8> {
+    const WORDS: &[&str] = &[
+        "request",
+        "user",
+        "order",
+        "status",
+        "ok",
+        "error",
+        "timeout",
+        "payment",
+        "id",
+        "session",
+        "created",
+        "updated",
+        "item",
+        "price",
+        "quantity",
+        "GET",
+        "POST",
+        "/api/v1",
+        "service",
+        "latency_ms",
+        "region",
+        "eu-west",
+        "us-east",
+        "true",
+        "false",
+        "null",
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut pool = Vec::with_capacity(bytes + 64);
+    while pool.len() < bytes {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let word = WORDS[(state % WORDS.len() as u64) as usize];
+        pool.extend_from_slice(word.as_bytes());
+        pool.push(if state.is_multiple_of(5) { b'=' } else { b' ' });
+        if state.is_multiple_of(3) {
+            pool.extend_from_slice((state % 100_000).to_string().as_bytes());
+            pool.push(b' ');
+        }
+    }
+    pool.truncate(bytes);
+    pool
+}
+
+/// Like [`send_unthrottled`], with a distinct value per record, cut from `pool` at an
+/// offset that moves by a prime number of bytes per record (no send time is embedded:
+/// such phases have no readers).
+fn send_distinct(
+    handle: &mut TopicHandle<'_>,
+    stats: &ProducerStats,
+    spec: &PhaseSpec,
+    pool: &[u8],
+    start_us: u64,
+    until: Until,
+) {
+    const STRIDE_BYTES: usize = 1_009;
+    let partitions = u64::try_from(spec.partitions.max(1)).unwrap_or(1);
+    let span = pool.len().saturating_sub(spec.value_bytes).max(1);
+    let mut sent_records = 0u64;
+    let mut now_us = start_us;
+    loop {
+        let done = match until {
+            Until::Micros(duration_us) => now_us.saturating_sub(start_us) >= duration_us,
+            Until::Bytes(budget) => sent_records * spec.record_bytes() as u64 >= budget,
+        };
+        if done {
+            break;
+        }
+        let partition = ((sent_records / STICKY_RECORDS) % partitions) as i32;
+        let first = sent_records as usize;
+        let values = (first..first + SEND_BATCH_RECORDS).map(|i| {
+            let at = i.wrapping_mul(STRIDE_BYTES) % span;
+            &pool[at..at + spec.value_bytes]
+        });
+        let (queued, error) = handle.send_each(partition, values, now_us as usize);
+        sent_records += queued as u64;
+        match error {
+            None => {}
+            Some(RDKafkaErrorCode::QueueFull) => thread::sleep(QUEUE_FULL_BACKOFF),
+            Some(e) => {
+                stats.failures.push(format!("send: {e}"));
+                break;
+            }
+        }
         now_us = unix_micros();
     }
 }

@@ -107,9 +107,19 @@ impl TopicHandle<'_> {
         count: usize,
         due_us: usize,
     ) -> (usize, Option<RDKafkaErrorCode>) {
+        self.send_each(partition, std::iter::repeat_n(value, count), due_us)
+    }
+
+    /// Like [`Self::send_copies`], with a value of its own per record.
+    pub fn send_each<'v>(
+        &mut self,
+        partition: i32,
+        values: impl Iterator<Item = &'v [u8]>,
+        due_us: usize,
+    ) -> (usize, Option<RDKafkaErrorCode>) {
         self.batch.clear();
         self.batch
-            .extend((0..count).map(|_| rdsys::rd_kafka_message_t {
+            .extend(values.map(|value| rdsys::rd_kafka_message_t {
                 err: rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
                 rkt: ptr::null_mut(),
                 partition,
@@ -120,9 +130,11 @@ impl TopicHandle<'_> {
                 offset: 0,
                 _private: due_us as *mut c_void,
             }));
+        let count = self.batch.len();
         let count_c = i32::try_from(count).unwrap_or(i32::MAX);
         // SAFETY: the handle is live; the array holds `count` initialised messages whose
-        // payload pointers are valid for `value.len()` bytes; with RD_KAFKA_MSG_F_COPY
+        // payload pointers are valid for their `len` bytes (the values outlive the call);
+        // with RD_KAFKA_MSG_F_COPY
         // librdkafka copies each payload before returning and writes only the messages'
         // `err` fields; the opaque is an integer, never dereferenced.
         let queued = unsafe {

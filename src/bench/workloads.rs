@@ -35,15 +35,17 @@ pub enum WorkloadId {
     W3,
     W4,
     W5,
+    W6,
 }
 
 impl WorkloadId {
-    pub const ALL: [WorkloadId; 5] = [
+    pub const ALL: [WorkloadId; 6] = [
         WorkloadId::W1,
         WorkloadId::W2,
         WorkloadId::W3,
         WorkloadId::W4,
         WorkloadId::W5,
+        WorkloadId::W6,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +55,7 @@ impl WorkloadId {
             WorkloadId::W3 => "W3",
             WorkloadId::W4 => "W4",
             WorkloadId::W5 => "W5",
+            WorkloadId::W6 => "W6",
         }
     }
 
@@ -63,6 +66,7 @@ impl WorkloadId {
             WorkloadId::W3 => "latency at fixed rates: 1 KiB @ 5,000/s over 16 partitions, 100 B @ 1,000/s on one; default flush, then durable (flush.messages=1)",
             WorkloadId::W4 => "many partitions: 1,000 then 10,000, keyed, 20 MiB/s total",
             WorkloadId::W5 => "backlog: produce a backlog, then catch up from the start with a cold page cache, then warm",
+            WorkloadId::W6 => "topic compression: distinct 1 KiB text records produced uncompressed, 8 partitions, unthrottled, no reader; stored as produced, then into a compression.type=zstd topic (every batch recompressed)",
         }
     }
 
@@ -78,6 +82,7 @@ impl WorkloadId {
             kind: PhaseKind::Live { load },
             readers: Readers::Assign,
             profile: Profile::Throughput,
+            values: Values::Same,
         };
         match self {
             WorkloadId::W1 => vec![
@@ -192,6 +197,21 @@ impl WorkloadId {
                     keyed("10000-partitions", "bench-w4-10000p", 10_000),
                 ]
             }
+            WorkloadId::W6 => {
+                let zstd: &'static [(&str, &str)] = &[("compression.type", "zstd")];
+                let alone = |name, topic| PhaseSpec {
+                    readers: Readers::None,
+                    values: Values::DistinctText,
+                    ..live(name, topic, 8, 1024, "1", Load::Unthrottled)
+                };
+                vec![
+                    alone("as-produced", "bench-w6-producer"),
+                    PhaseSpec {
+                        topic_configs: zstd,
+                        ..alone("to-zstd", "bench-w6-zstd")
+                    },
+                ]
+            }
             WorkloadId::W5 => {
                 let topic = "bench-w5-backlog";
                 vec![
@@ -221,6 +241,7 @@ impl WorkloadId {
             WorkloadId::W3 => "1k@5000/s",
             WorkloadId::W4 => "10000-partitions",
             WorkloadId::W5 => "cold-catch-up",
+            WorkloadId::W6 => "to-zstd",
         }
     }
 }
@@ -272,6 +293,19 @@ pub struct PhaseSpec {
     pub kind: PhaseKind,
     pub readers: Readers,
     pub profile: Profile,
+    pub values: Values,
+}
+
+/// What producers send as values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Values {
+    /// One random value for every record (W1-W5), with the send time in its first bytes
+    /// for end-to-end latency: cheap for the producer, and incompressible per record.
+    Same,
+    /// A different value per record, cut from a pool of generated text that compresses
+    /// about as well as log lines (W6: recompression cost on data like users'). No send
+    /// time is embedded, so the phase must have no readers.
+    DistinctText,
 }
 
 /// Client settings: batching and long fetch waits for throughput, neither for latency.

@@ -10,7 +10,8 @@ use clap::{Args, ValueEnum};
 #[cfg_attr(not(feature = "bench"), allow(dead_code))]
 pub struct BenchArgs {
     /// Workloads to run (repeatable): W1 small records, W2 1 KiB records and fan-out, W3
-    /// fixed-rate latency, W4 many partitions, W5 backlog catch-up.
+    /// fixed-rate latency, W4 many partitions, W5 backlog catch-up, W6
+    /// topic compression (recompression to zstd).
     #[arg(
         long,
         value_enum,
@@ -50,6 +51,8 @@ pub enum WorkloadArg {
     W4,
     #[value(name = "W5")]
     W5,
+    #[value(name = "W6")]
+    W6,
     All,
 }
 
@@ -65,6 +68,7 @@ pub fn run(args: BenchArgs) -> i32 {
             WorkloadArg::W3 => &[WorkloadId::W3],
             WorkloadArg::W4 => &[WorkloadId::W4],
             WorkloadArg::W5 => &[WorkloadId::W5],
+            WorkloadArg::W6 => &[WorkloadId::W6],
             WorkloadArg::All => &WorkloadId::ALL,
         };
         workloads.extend_from_slice(chosen);

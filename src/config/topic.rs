@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use super::{invalid, parse_num, ConfigError};
-use crate::storage::batch::TimestampType;
+use crate::storage::batch::{Compression, TimestampType};
 use crate::storage::log::LogConfig;
+use crate::storage::recompress::TopicCompression;
 
 /// A config's type as DescribeConfigs v3+ reports it (Kafka's `ConfigType` codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,14 +63,39 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
         },
     },
     TopicKey {
+        name: "compression.gzip.level",
+        config_type: ConfigType::Int,
+        broker_key: Some("compression.gzip.level"),
+        default: "-1",
+        kind: Kind::Long { min: -1, max: 9 },
+    },
+    TopicKey {
+        name: "compression.lz4.level",
+        config_type: ConfigType::Int,
+        broker_key: Some("compression.lz4.level"),
+        default: "9",
+        kind: Kind::Long { min: 1, max: 17 },
+    },
+    TopicKey {
         name: "compression.type",
         config_type: ConfigType::String,
         broker_key: Some("compression.type"),
         default: "producer",
-        // Ferry stores batches as produced and never recompresses.
+        // `producer` stores batches as produced; a codec has every batch rewritten to it
+        // (storage::recompress).
         kind: Kind::Choice {
-            options: &["producer"],
+            options: &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"],
             list: false,
+        },
+    },
+    TopicKey {
+        name: "compression.zstd.level",
+        config_type: ConfigType::Int,
+        broker_key: Some("compression.zstd.level"),
+        default: "3",
+        kind: Kind::Long {
+            min: -131_072,
+            max: 22,
         },
     },
     TopicKey {
@@ -265,6 +291,27 @@ static SCALED_BROKER_KEYS: &[(&str, &str, i64)] = &[
     ("log.retention.hours", "retention.ms", 3_600_000),
     ("log.retention.minutes", "retention.ms", 60_000),
 ];
+
+/// What `compression.type` and the level keys ask of appended batches.
+fn topic_compression<'a>(get: &impl Fn(&str) -> &'a str) -> TopicCompression {
+    let level = |name: &str| get(name).trim().parse::<i32>().unwrap_or(-1);
+    let codec = match get("compression.type").trim() {
+        "uncompressed" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        // lz4_flex has one level; compression.lz4.level is accepted and shown, and has no
+        // effect (README).
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        _ => return TopicCompression::Producer,
+    };
+    let level = match codec {
+        Compression::Gzip => level("compression.gzip.level"),
+        Compression::Zstd => level("compression.zstd.level"),
+        _ => 0,
+    };
+    TopicCompression::Codec { codec, level }
+}
 
 /// A topic key's broker synonyms in Kafka's order (`ServerTopicConfigSynonyms`).
 fn broker_synonyms(key: &TopicKey) -> Vec<&'static str> {
@@ -466,6 +513,7 @@ impl TopicDefaults {
                     .split(',')
                     .any(|p| p.trim() == "compact"),
                 preallocate: get("preallocate").trim() == "true",
+                compression: topic_compression(&get),
                 delete_enabled: get("cleanup.policy")
                     .split(',')
                     .any(|p| p.trim() == "delete"),
@@ -588,7 +636,9 @@ mod tests {
         };
         assert!(bad("no.such.config", "1"));
         assert!(bad("segment.bytes", "-5"));
-        assert!(bad("compression.type", "gzip"));
+        assert!(!bad("compression.type", "gzip"));
+        assert!(bad("compression.type", "brotli"));
+        assert!(bad("compression.zstd.level", "23"));
         assert!(bad("cleanup.policy", "compact,bogus"));
         assert!(!bad("cleanup.policy", "compact,delete"));
         assert!(!bad("retention.ms", "-1"));

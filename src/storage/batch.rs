@@ -337,6 +337,15 @@ pub fn set_log_append_time(batch: &mut [u8], append_time_ms: i64) {
     batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Sets the length and attributes of a batch whose records area was rewritten (another
+/// codec) and recomputes the CRC, which covers the attributes.
+pub fn set_length_and_attributes(batch: &mut [u8], batch_length: i32, attributes: i16) {
+    batch[OFFSET_LENGTH..OFFSET_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
+    batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Iterates over the batch headers in a buffer of concatenated batches, validating each one.
 /// Stops with an error at the first invalid batch.
 pub struct BatchIter<'a> {

@@ -11,6 +11,7 @@ pub mod index;
 pub mod journal;
 pub mod log;
 pub mod producer_state;
+pub mod recompress;
 pub mod records;
 pub mod segment;
 

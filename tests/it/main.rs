@@ -3,6 +3,7 @@
 
 #[cfg(feature = "bench")]
 mod bench;
+mod compression;
 mod connections;
 mod consumer_process;
 mod crash;

@@ -28,6 +28,7 @@ use super::batch::{self, BatchHeader, BatchIter, TimestampType};
 use super::error::StorageError;
 use super::fsync::{self, WriteBack};
 use super::producer_state::ProducerState;
+use super::recompress::{self, TopicCompression};
 use super::records::{self, Record};
 use super::segment::{self, IndexPolicy, ReadPlan, Segment};
 
@@ -56,6 +57,8 @@ pub struct LogConfig {
     /// `segment.bytes` when a segment is created, as Kafka does; otherwise a segment
     /// reserves ahead in proportion to what it holds (see `segment::Segment::append`).
     pub preallocate: bool,
+    /// `compression.type` with its level: batches in another codec are rewritten on append.
+    pub compression: TopicCompression,
     /// `cleanup.policy` includes `delete`: `retention.ms` and `retention.bytes` apply.
     pub delete_enabled: bool,
     /// `file.delete.delay.ms`: how long a segment deleted by retention stays on disk,
@@ -76,6 +79,7 @@ impl Default for LogConfig {
             max_decompressed_batch_bytes: 64 << 20,
             compacted: false,
             preallocate: false,
+            compression: TopicCompression::Producer,
             delete_enabled: true,
             file_delete_delay_ms: 60_000,
         }
@@ -549,22 +553,31 @@ impl Log {
                 dir: self.dir.clone(),
                 reason: format!("no offsets left after the log end {first_offset}"),
             })?;
-        self.maybe_roll(records.len(), last_offset, now_ms)?;
-        header.base_offset = first_offset;
+        let rewrite_to = self.config.compression.rewrite_to(header.compression()?);
+        let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
         let mut log_append_time_ms = -1;
-        if self.config.timestamp_type == TimestampType::LogAppendTime {
-            // The new timestamp changes the CRC: the batch is rewritten in a copy.
+        if rewrite_to.is_some() || log_append_time {
+            // Another codec or a new timestamp changes the CRC: the batch is rewritten in a
+            // copy.
             let mut scratch = std::mem::take(&mut self.scratch);
-            scratch.clear();
-            scratch.extend_from_slice(records);
-            batch::set_base_offset_and_epoch(&mut scratch, first_offset, leader_epoch);
-            batch::set_log_append_time(&mut scratch, now_ms);
-            log_append_time_ms = now_ms;
-            header.max_timestamp = now_ms;
-            let result = self.write_to_active(&[&scratch], &[header]);
+            let rewritten = self.rewrite(records, &header, rewrite_to, &mut scratch);
+            let result = rewritten.and_then(|rewritten| {
+                header = rewritten;
+                self.maybe_roll(scratch.len(), last_offset, now_ms)?;
+                header.base_offset = first_offset;
+                batch::set_base_offset_and_epoch(&mut scratch, first_offset, leader_epoch);
+                if log_append_time {
+                    batch::set_log_append_time(&mut scratch, now_ms);
+                    log_append_time_ms = now_ms;
+                    header.max_timestamp = now_ms;
+                }
+                self.write_to_active(&[&scratch], &[header])
+            });
             self.scratch = scratch;
             result?;
         } else {
+            self.maybe_roll(records.len(), last_offset, now_ms)?;
+            header.base_offset = first_offset;
             // Only the fields before the CRC'd part change: write a patched copy of those
             // 16 bytes and the client's bytes after them as they are.
             let prefix = batch::leader_prefix(records, first_offset, leader_epoch);
@@ -579,6 +592,31 @@ impl Log {
             log_append_time_ms,
             records: header.records_count.unsigned_abs(),
         })
+    }
+
+    /// Copies a produced batch into `scratch`, recompressed when `rewrite_to` names a codec
+    /// (`storage::recompress`); returns the copy's header.
+    fn rewrite(
+        &self,
+        records: &[u8],
+        header: &BatchHeader,
+        rewrite_to: Option<(batch::Compression, i32)>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<BatchHeader, StorageError> {
+        match rewrite_to {
+            Some(target) => recompress::recompress_into(
+                records,
+                header,
+                target,
+                self.config.max_decompressed_batch_bytes,
+                scratch,
+            ),
+            None => {
+                scratch.clear();
+                scratch.extend_from_slice(records);
+                Ok(*header)
+            }
+        }
     }
 
     /// Turns on or off keeping a copy of what is written (see `take_written`).
