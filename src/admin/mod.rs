@@ -1,6 +1,8 @@
-//! Operator tools that work over the wire against any Kafka-protocol cluster (Ferry or
-//! Apache Kafka): the logic behind `ferry groups`, separate from argument parsing.
+//! Operator tools, separate from argument parsing: over the wire against any
+//! Kafka-protocol cluster (Ferry or Apache Kafka) for `ferry groups`, and offline on a
+//! data directory's files for `ferry log` (`log_files.rs`).
 
 pub mod groups;
+pub mod log_files;
 pub mod render;
 pub mod time;

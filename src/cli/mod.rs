@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod groups;
+pub mod log;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Inspect and move consumer groups on any Kafka-protocol cluster.
     Groups(groups::GroupsArgs),
+    /// Read a data directory's files offline: dump segments and indexes, verify a directory.
+    Log(log::LogArgs),
     /// Benchmark a broker (a fresh Ferry, or any Kafka-compatible one) with librdkafka
     /// clients; needs the `bench` feature.
     Bench(bench::BenchArgs),
@@ -31,6 +34,7 @@ pub fn run() -> i32 {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Groups(args) => groups::run(args),
+        Command::Log(args) => log::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

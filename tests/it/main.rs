@@ -16,6 +16,7 @@ mod idempotence;
 mod kafka_python;
 mod latency_report;
 mod librdkafka_suite;
+mod log_cli;
 mod produce_consume;
 mod records;
 mod recovery;
