@@ -382,10 +382,9 @@ mod tests {
             .stopped
             .as_ref()
             .is_some_and(|(_, why)| why.contains("left")));
-        let (entries, remainder) =
-            dump_offset_index(&dir.join("00000000000000000000.index")).unwrap();
-        assert!(remainder.is_none());
-        assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        let index = dump_offset_index(&dir.join("00000000000000000000.index")).unwrap();
+        assert!(index.trailing_bytes.is_none());
+        assert!(index.entries.windows(2).all(|w| w[0].0 < w[1].0));
         // verify names the damaged file.
         let problem = verify(root.path()).unwrap_err();
         assert!(
