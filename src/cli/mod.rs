@@ -1,6 +1,7 @@
 //! The `ferry` command line: argument parsing only; each subcommand calls into the library.
 
 pub mod bench;
+pub mod console;
 pub mod groups;
 pub mod log;
 pub mod serve;
@@ -21,6 +22,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Inspect and move consumer groups on any Kafka-protocol cluster.
     Groups(groups::GroupsArgs),
+    /// Produce lines from stdin as records (any Kafka-protocol cluster).
+    Produce(console::ProduceArgs),
+    /// Print a topic's records (any Kafka-protocol cluster).
+    Consume(console::ConsumeArgs),
     /// Read a data directory's files offline: dump segments and indexes, verify a directory.
     Log(log::LogArgs),
     /// Benchmark a broker (a fresh Ferry, or any Kafka-compatible one) with librdkafka
@@ -35,6 +40,8 @@ pub fn run() -> i32 {
         Command::Serve(args) => serve::run(args),
         Command::Groups(args) => groups::run(args),
         Command::Log(args) => log::run(args),
+        Command::Produce(args) => console::produce(args),
+        Command::Consume(args) => console::consume(args),
         Command::Bench(args) => bench::run(args),
     }
 }

@@ -164,12 +164,31 @@ impl Connection {
         Ok((version, self.call_version(api, version, request).await?))
     }
 
-    async fn call_version<Req: Encodable, Resp: Decodable>(
+    /// Sends `request` without waiting for an answer (Produce with acks=0, which gets none).
+    pub async fn send_only<Req: Encodable>(
+        &mut self,
+        api: ApiKey,
+        max: i16,
+        request: &Req,
+    ) -> Result<(), ClientError> {
+        let version = self.version(api, max)?;
+        let (frame, _) = self.frame(api, version, request)?;
+        let address = self.address.clone();
+        tokio::time::timeout(REQUEST_TIMEOUT, self.stream.write_all(&frame))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                address: address.clone(),
+            })?
+            .map_err(|source| ClientError::Io { address, source })
+    }
+
+    /// A request's frame (size prefix, header, body) and its correlation id.
+    fn frame<Req: Encodable>(
         &mut self,
         api: ApiKey,
         version: i16,
         request: &Req,
-    ) -> Result<Resp, ClientError> {
+    ) -> Result<(BytesMut, i32), ClientError> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
@@ -189,6 +208,17 @@ impl Connection {
                 .map_err(|_| ClientError::Protocol("request too large".into()))?,
         );
         frame.extend_from_slice(&body);
+        Ok((frame, correlation_id))
+    }
+
+    async fn call_version<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Result<Resp, ClientError> {
+        let (frame, correlation_id) = self.frame(api, version, request)?;
+        let protocol = |e: proto_kafka::ProtoError| ClientError::Protocol(e.to_string());
         let address = self.address.clone();
         let exchange = async {
             self.stream.write_all(&frame).await?;
@@ -254,11 +284,21 @@ impl Cluster {
         &mut self,
         topics: Option<Vec<String>>,
     ) -> Result<MetadataResponse, ClientError> {
+        // Tools look topics up; they never create one (a typo must not become a topic).
+        self.metadata_allowing_creation(topics, false).await
+    }
+
+    /// Metadata that lets the broker auto-create the topics named, as a producer's does
+    /// (`ferry produce`, like Kafka's console producer, works with auto-creation).
+    pub async fn metadata_allowing_creation(
+        &mut self,
+        topics: Option<Vec<String>>,
+        allow_auto_topic_creation: bool,
+    ) -> Result<MetadataResponse, ClientError> {
         use proto_kafka::messages::metadata_request::MetadataRequestTopic;
         use proto_kafka::messages::TopicName;
-        // Tools look topics up; they never create one (a typo must not become a topic).
         let request = MetadataRequest::default()
-            .with_allow_auto_topic_creation(false)
+            .with_allow_auto_topic_creation(allow_auto_topic_creation)
             .with_topics(topics.map(|ts| {
                 ts.into_iter()
                     .map(|t| {

@@ -5,6 +5,7 @@
 mod bench;
 mod compression;
 mod connections;
+mod console_cli;
 mod consumer_process;
 mod crash;
 mod disk_full;
