@@ -7,3 +7,4 @@ pub mod groups;
 pub mod log_files;
 pub mod render;
 pub mod time;
+pub mod topics;

@@ -140,6 +140,7 @@ pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame, peer: SocketAddr) -> 
         ApiKey::CreateTopics => route!(broker, ctx, frame, create_topics),
         ApiKey::DeleteTopics => route!(broker, ctx, frame, delete_topics),
         ApiKey::DeleteRecords => route!(broker, ctx, frame, delete_records),
+        ApiKey::DescribeLogDirs => route!(broker, ctx, frame, describe_log_dirs),
         ApiKey::CreatePartitions => route!(broker, ctx, frame, create_partitions),
         ApiKey::DescribeConfigs => route!(broker, ctx, frame, describe_configs),
         ApiKey::DescribeCluster => route!(broker, ctx, frame, describe_cluster),

@@ -612,6 +612,11 @@ impl Partition {
         Ok(indexes.is_ok())
     }
 
+    /// Bytes of the log's segments on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().log.size_bytes()
+    }
+
     /// The directory of this partition's log.
     pub fn dir(&self) -> std::path::PathBuf {
         self.lock().log.dir().to_path_buf()

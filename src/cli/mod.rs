@@ -5,6 +5,7 @@ pub mod console;
 pub mod groups;
 pub mod log;
 pub mod serve;
+pub mod topics;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Inspect and move consumer groups on any Kafka-protocol cluster.
     Groups(groups::GroupsArgs),
+    /// Create, list, describe, alter and delete topics (any Kafka-protocol cluster).
+    Topics(topics::TopicsArgs),
+    /// Describe and alter topic and broker configs (any Kafka-protocol cluster).
+    Configs(topics::ConfigsArgs),
     /// Produce lines from stdin as records (any Kafka-protocol cluster).
     Produce(console::ProduceArgs),
     /// Print a topic's records (any Kafka-protocol cluster).
@@ -40,6 +45,8 @@ pub fn run() -> i32 {
         Command::Serve(args) => serve::run(args),
         Command::Groups(args) => groups::run(args),
         Command::Log(args) => log::run(args),
+        Command::Topics(args) => topics::run_topics(args),
+        Command::Configs(args) => topics::run_configs(args),
         Command::Produce(args) => console::produce(args),
         Command::Consume(args) => console::consume(args),
         Command::Bench(args) => bench::run(args),

@@ -224,6 +224,9 @@ fn decode_body(frame: &RequestFrame, reencode: bool) -> Result<Option<Bytes>, De
         ApiKey::DescribeProducers => decode_as::<DescribeProducersRequest>(frame, r),
         ApiKey::DescribeTransactions => decode_as::<DescribeTransactionsRequest>(frame, r),
         ApiKey::ListTransactions => decode_as::<ListTransactionsRequest>(frame, r),
+        ApiKey::DescribeLogDirs => {
+            decode_as::<proto_kafka::messages::DescribeLogDirsRequest>(frame, r)
+        }
         other => panic!("{other:?} is in SUPPORTED; teach hostile_frames its request type"),
     }
 }
@@ -658,6 +661,16 @@ fn transaction_sample_body(key: ApiKey, version: i16) -> Bytes {
             version,
         ),
         ApiKey::ListTransactions => enc(&ListTransactionsRequest::default(), key, version),
+        ApiKey::DescribeLogDirs => {
+            use proto_kafka::messages::describe_log_dirs_request::DescribableLogDirTopic;
+            let request =
+                proto_kafka::messages::DescribeLogDirsRequest::default().with_topics(Some(vec![
+                    DescribableLogDirTopic::default()
+                        .with_topic(topic_name(CORPUS_TOPIC))
+                        .with_partitions(vec![0]),
+                ]));
+            enc(&request, key, version)
+        }
         other => panic!("{other:?} is in SUPPORTED; teach hostile_frames a sample request"),
     }
 }

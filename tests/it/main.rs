@@ -26,4 +26,5 @@ mod restart;
 mod restart_model;
 mod retention;
 mod support;
+mod topics_cli;
 mod transactions;
