@@ -13,11 +13,11 @@ use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::txn::TransactionCoordinator;
 use crate::storage::StorageError;
 
-/// Configs of the compacted internal topics (Kafka's `offsets.topic.segment.bytes` and a
-/// batch limit large enough for big groups).
+/// Configs of the compacted internal topics besides their `segment.bytes` (Kafka's
+/// `offsets.topic.segment.bytes` / `transaction.state.log.segment.bytes`): a batch limit
+/// large enough for big groups.
 const INTERNAL_TOPIC_CONFIGS: &[(&str, &str)] = &[
     ("cleanup.policy", "compact"),
-    ("segment.bytes", "104857600"),
     ("max.message.bytes", "10485760"),
 ];
 
@@ -30,6 +30,7 @@ fn internal_topic(
     topics: &TopicRegistry,
     name: &str,
     partitions: i32,
+    segment_bytes: i32,
 ) -> Result<Arc<Topic>, StorageError> {
     let spec = TopicSpec {
         name: name.to_string(),
@@ -38,6 +39,7 @@ fn internal_topic(
         configs: INTERNAL_TOPIC_CONFIGS
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("segment.bytes".to_string(), segment_bytes.to_string())])
             .collect(),
     };
     topics.get_or_create(&spec).map_err(|err| match err {
@@ -56,6 +58,7 @@ pub fn open_groups(
         topics,
         OFFSETS_TOPIC,
         config.group.offsets_topic_partitions,
+        config.offsets_topic_segment_bytes,
     )?;
     let log = Arc::new(InternalTopicLog::new(topic.partitions.clone()));
     let groups = Arc::new(GroupCoordinator::new(config.group.clone(), log));
@@ -75,6 +78,7 @@ pub fn open_transactions(
         topics,
         TRANSACTION_STATE_TOPIC,
         config.txn.state_topic_partitions,
+        config.transaction_state_segment_bytes,
     )?;
     let log = Arc::new(InternalTopicLog::new(topic.partitions.clone()));
     let env = Arc::new(BrokerTxnEnvironment {

@@ -10,6 +10,7 @@ pub mod flusher;
 pub mod handlers;
 pub mod internal_log;
 pub mod journal;
+pub mod log_cleaner;
 pub mod partition;
 pub mod producer_ids;
 pub mod read_ahead;
@@ -70,7 +71,8 @@ pub struct Broker {
     flusher: Arc<Flusher>,
     journal: Arc<Journal>,
     flusher_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
-    delayed_deletes: delayed_deletes::DelayedDeletes,
+    delayed_deletes: Arc<delayed_deletes::DelayedDeletes>,
+    pub cleaner: Arc<log_cleaner::LogCleaner>,
 }
 
 impl Broker {
@@ -99,6 +101,13 @@ impl Broker {
         journal::replay(leftover, &topics)?;
         let groups = coordinators::open_groups(&config, &topics)?;
         let txns = coordinators::open_transactions(&config, &topics, &groups)?;
+        let delayed_deletes = Arc::new(delayed_deletes::DelayedDeletes::default());
+        let cleaner = log_cleaner::LogCleaner::start(
+            config.cleaner.clone(),
+            Arc::clone(&topics),
+            Arc::clone(&delayed_deletes),
+            data_dir.root(),
+        );
         Ok(Arc::new(Broker {
             node_id: config.node_id,
             config,
@@ -110,7 +119,8 @@ impl Broker {
             flusher,
             journal,
             flusher_thread: std::sync::Mutex::new(Some(flusher_thread)),
-            delayed_deletes: delayed_deletes::DelayedDeletes::default(),
+            delayed_deletes,
+            cleaner,
         }))
     }
 
@@ -227,10 +237,11 @@ impl Broker {
         }
     }
 
-    /// Clean shutdown: stops the journal and the flusher, fsyncs every log, writes
+    /// Clean shutdown: stops the log cleaner, the journal and the flusher, fsyncs every log, writes
     /// indexes, checkpoints and the clean-shutdown marker (see `TopicRegistry::close` for
     /// what happens when some of that fails).
     pub fn shutdown(&self) -> CloseOutcome {
+        self.cleaner.shutdown();
         self.journal.stop();
         self.flusher.stop();
         let handle = crate::sync::lock(&self.flusher_thread, "flusher handle lock").take();

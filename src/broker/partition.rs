@@ -32,7 +32,8 @@ use crate::config::topic::ResolvedTopicConfig;
 use crate::protocol::fetch_encoder::RecordsOut;
 use crate::protocol::frame::FileRegion;
 use crate::storage::log::{
-    self, AppendInfo, AppendOrigin, FlushPlan, Log, Marker, RetiredSegments,
+    self, AppendInfo, AppendOrigin, CleanedSegment, CleaningView, FlushPlan, Log, Marker,
+    RetiredSegments, SwapOutcome,
 };
 use crate::storage::producer_state::AbortedTxn;
 use crate::storage::segment::ReadLimits;
@@ -578,6 +579,29 @@ impl Partition {
         self.log_start_offset
             .store(state.log.log_start_offset(), Ordering::Release);
         Ok(retired)
+    }
+
+    /// Whether the log is compacted (`cleanup.policy` includes `compact`) and online.
+    pub fn is_compacted(&self) -> bool {
+        let state = self.lock();
+        state.log.config().compacted && !state.log.is_offline()
+    }
+
+    /// What the log cleaner may read of the log, bounded by the high watermark.
+    pub fn cleaning_view(&self) -> Result<CleaningView, StorageError> {
+        let high_watermark = self.high_watermark();
+        self.lock().log.cleaning_view(high_watermark)
+    }
+
+    /// Swaps a cleaned segment in (the lock is held for the renames only; see
+    /// `storage::log::cleaning`). A failed swap takes the partition offline.
+    pub fn replace_segments(&self, cleaned: CleanedSegment) -> Result<SwapOutcome, StorageError> {
+        let mut state = self.lock();
+        let outcome = state.log.replace_segments(cleaned);
+        if state.log.is_offline() {
+            self.offline.store(true, Ordering::Release);
+        }
+        outcome
     }
 
     /// `(recovery point, log start offset)` for the checkpoint files.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::coordinator::group::GroupConfig;
 use crate::coordinator::txn::TxnConfig;
 use crate::properties;
+use crate::storage::cleaner::CleanerConfig;
 
 /// A configuration value that cannot be used, with the key and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +106,12 @@ pub struct BrokerConfig {
     /// replica and serve the topic with one (logged), for tooling written for replicated
     /// clusters. Off by default: Kafka rejects what it cannot replicate.
     pub replication_factor_cap: bool,
+    /// The log cleaner's `log.cleaner.*` settings.
+    pub cleaner: CleanerConfig,
+    /// `offsets.topic.segment.bytes` and `transaction.state.log.segment.bytes`: the
+    /// `segment.bytes` the internal topics are created with.
+    pub offsets_topic_segment_bytes: i32,
+    pub transaction_state_segment_bytes: i32,
     /// Keys that came from the config file or overrides, for DescribeConfigs sources.
     pub explicit: BTreeMap<String, String>,
 }
@@ -135,6 +142,9 @@ impl Default for BrokerConfig {
             txn: TxnConfig::default(),
             producer_id_expiration_ms: 86_400_000,
             replication_factor_cap: false,
+            cleaner: CleanerConfig::default(),
+            offsets_topic_segment_bytes: 104_857_600,
+            transaction_state_segment_bytes: 104_857_600,
             explicit: BTreeMap::new(),
         }
     }
@@ -306,6 +316,33 @@ impl BrokerConfig {
             }
             "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_num(key, value)?,
             "ferry.replication.factor.cap" => self.replication_factor_cap = parse_bool(key, value)?,
+            "offsets.topic.segment.bytes" => {
+                self.offsets_topic_segment_bytes = parse_num(key, value)?
+            }
+            "transaction.state.log.segment.bytes" => {
+                self.transaction_state_segment_bytes = parse_num(key, value)?
+            }
+            _ => return self.apply_cleaner_key(key, value),
+        }
+        Ok(true)
+    }
+
+    fn apply_cleaner_key(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
+        let cleaner = &mut self.cleaner;
+        match key {
+            "log.cleaner.enable" => cleaner.enable = parse_bool(key, value)?,
+            "log.cleaner.threads" => cleaner.threads = parse_num(key, value)?,
+            "log.cleaner.dedupe.buffer.size" => {
+                cleaner.dedupe_buffer_bytes = parse_num(key, value)?
+            }
+            "log.cleaner.io.buffer.size" => cleaner.io_buffer_bytes = parse_num(key, value)?,
+            "log.cleaner.io.buffer.load.factor" => {
+                cleaner.io_buffer_load_factor = parse_num(key, value)?
+            }
+            "log.cleaner.io.max.bytes.per.second" => {
+                cleaner.io_max_bytes_per_second = parse_num(key, value)?
+            }
+            "log.cleaner.backoff.ms" => cleaner.backoff_ms = parse_num(key, value)?,
             _ => return self.topic_defaults.apply_broker_key(key, value),
         }
         Ok(true)
@@ -358,6 +395,21 @@ impl BrokerConfig {
                 "must not exceed group.max.session.timeout.ms",
             ));
         }
+        self.validate_cleaner()?;
+        for (key, bytes) in [
+            (
+                "offsets.topic.segment.bytes",
+                self.offsets_topic_segment_bytes,
+            ),
+            (
+                "transaction.state.log.segment.bytes",
+                self.transaction_state_segment_bytes,
+            ),
+        ] {
+            if bytes < 1 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
         if self.queued_max_request_bytes < self.socket_request_max_bytes {
             return Err(invalid(
                 "queued.max.request.bytes",
@@ -365,6 +417,43 @@ impl BrokerConfig {
             ));
         }
         self.topic_defaults.validate()
+    }
+
+    /// Kafka's ranges for the cleaner's keys (`log.cleaner.threads` at most Ferry's
+    /// worker-thread cap).
+    fn validate_cleaner(&self) -> Result<(), ConfigError> {
+        let c = &self.cleaner;
+        if c.threads < 1 || c.threads > MAX_WORKER_THREADS {
+            return Err(invalid(
+                "log.cleaner.threads",
+                format!("must be between 1 and {MAX_WORKER_THREADS}"),
+            ));
+        }
+        if c.io_buffer_bytes < 4096 {
+            return Err(invalid(
+                "log.cleaner.io.buffer.size",
+                "must be at least 4096",
+            ));
+        }
+        if !(c.io_buffer_load_factor > 0.0 && c.io_buffer_load_factor <= 1.0) {
+            return Err(invalid(
+                "log.cleaner.io.buffer.load.factor",
+                "must be in (0, 1]",
+            ));
+        }
+        if c.io_max_bytes_per_second.is_nan() || c.io_max_bytes_per_second <= 0.0 {
+            return Err(invalid(
+                "log.cleaner.io.max.bytes.per.second",
+                "must be above 0",
+            ));
+        }
+        if c.dedupe_buffer_bytes < (1 << 20) * c.threads as u64 {
+            return Err(invalid(
+                "log.cleaner.dedupe.buffer.size",
+                "must be at least 1 MiB per cleaner thread",
+            ));
+        }
+        Ok(())
     }
 
     /// Broker settings as DescribeConfigs reports them: `(key, value, set explicitly)`.
@@ -376,6 +465,11 @@ impl BrokerConfig {
         }
         match name {
             "auto.create.topics.enable" | "ferry.replication.factor.cap" => Boolean,
+            "log.cleaner.enable" => Boolean,
+            "log.cleaner.dedupe.buffer.size" | "log.cleaner.backoff.ms" => Long,
+            "log.cleaner.io.buffer.load.factor" | "log.cleaner.io.max.bytes.per.second" => {
+                topic::ConfigType::Double
+            }
             "queued.max.request.bytes" | "connections.max.idle.ms" => Long,
             "log.retention.check.interval.ms" => Long,
             "listeners" | "advertised.listeners" | "log.dirs" => String,
@@ -423,6 +517,14 @@ impl BrokerConfig {
             (
                 "fetch.max.bytes".to_string(),
                 self.fetch_max_bytes.to_string(),
+            ),
+            (
+                "offsets.topic.segment.bytes".to_string(),
+                self.offsets_topic_segment_bytes.to_string(),
+            ),
+            (
+                "transaction.state.log.segment.bytes".to_string(),
+                self.transaction_state_segment_bytes.to_string(),
             ),
             (
                 "log.flush.offset.checkpoint.interval.ms".to_string(),
@@ -481,6 +583,7 @@ impl BrokerConfig {
                 self.replication_factor_cap.to_string(),
             ),
         ];
+        out.extend(self.cleaner_entries());
         // The broker keys behind topic defaults: those set, and those carrying a default.
         for entry in self.topic_defaults.describe(&BTreeMap::new()) {
             for (broker_key, value, _) in entry.synonyms {
@@ -495,6 +598,34 @@ impl BrokerConfig {
                 (key, value, explicit)
             })
             .collect()
+    }
+
+    fn cleaner_entries(&self) -> Vec<(String, String)> {
+        let c = &self.cleaner;
+        // Kafka shows an unlimited rate as the largest double.
+        let rate = if c.io_max_bytes_per_second == f64::MAX {
+            "1.7976931348623157E308".to_string()
+        } else {
+            c.io_max_bytes_per_second.to_string()
+        };
+        [
+            ("log.cleaner.enable", c.enable.to_string()),
+            ("log.cleaner.threads", c.threads.to_string()),
+            (
+                "log.cleaner.dedupe.buffer.size",
+                c.dedupe_buffer_bytes.to_string(),
+            ),
+            ("log.cleaner.io.buffer.size", c.io_buffer_bytes.to_string()),
+            (
+                "log.cleaner.io.buffer.load.factor",
+                c.io_buffer_load_factor.to_string(),
+            ),
+            ("log.cleaner.io.max.bytes.per.second", rate),
+            ("log.cleaner.backoff.ms", c.backoff_ms.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 
     /// The endpoint published to clients.

@@ -30,6 +30,8 @@ enum Kind {
         options: &'static [&'static str],
         list: bool,
     },
+    /// A decimal number in `[min, max]`.
+    Double { min: f64, max: f64 },
     /// Accepted and shown, but without effect in Ferry yet.
     Inert,
 }
@@ -103,7 +105,10 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
         config_type: ConfigType::Long,
         broker_key: Some("log.cleaner.delete.retention.ms"),
         default: DAY_MS,
-        kind: Kind::Inert,
+        kind: Kind::Long {
+            min: 0,
+            max: i64::MAX,
+        },
     },
     TopicKey {
         name: "file.delete.delay.ms",
@@ -150,7 +155,10 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
         config_type: ConfigType::Long,
         broker_key: Some("log.cleaner.max.compaction.lag.ms"),
         default: LONG_MAX,
-        kind: Kind::Inert,
+        kind: Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
     },
     TopicKey {
         name: "max.message.bytes",
@@ -191,14 +199,17 @@ pub static TOPIC_KEYS: &[TopicKey] = &[
         config_type: ConfigType::Double,
         broker_key: Some("log.cleaner.min.cleanable.ratio"),
         default: "0.5",
-        kind: Kind::Inert,
+        kind: Kind::Double { min: 0.0, max: 1.0 },
     },
     TopicKey {
         name: "min.compaction.lag.ms",
         config_type: ConfigType::Long,
         broker_key: Some("log.cleaner.min.compaction.lag.ms"),
         default: "0",
-        kind: Kind::Inert,
+        kind: Kind::Long {
+            min: 0,
+            max: i64::MAX,
+        },
     },
     TopicKey {
         name: "min.insync.replicas",
@@ -380,6 +391,12 @@ fn check(key: &TopicKey, value: &str) -> Result<(), ConfigError> {
                 ));
             }
         }
+        Kind::Double { min, max } => {
+            let x: f64 = parse_num(key.name, value)?;
+            if !(min..=max).contains(&x) {
+                return Err(invalid(key.name, format!("{x} is outside [{min}, {max}]")));
+            }
+        }
         Kind::Inert => {}
     }
     Ok(())
@@ -499,25 +516,40 @@ impl TopicDefaults {
         } else {
             TimestampType::CreateTime
         };
+        let compacted = get("cleanup.policy")
+            .split(',')
+            .any(|p| p.trim() == "compact");
+        // Kafka rolls a compacted log's active segment within max.compaction.lag.ms too,
+        // so that its records become cleanable in time.
+        let segment_ms = if compacted {
+            long("segment.ms").min(long("max.compaction.lag.ms"))
+        } else {
+            long("segment.ms")
+        };
         ResolvedTopicConfig {
             log: LogConfig {
                 segment_bytes: long("segment.bytes").max(14) as u64,
-                segment_ms: long("segment.ms"),
+                segment_ms,
                 index_interval_bytes: long("index.interval.bytes").max(0) as u64,
                 max_message_bytes: long("max.message.bytes").max(0) as usize,
                 timestamp_type,
                 retention_ms: long("retention.ms"),
                 retention_bytes: long("retention.bytes"),
                 max_decompressed_batch_bytes: self.max_decompressed_batch_bytes,
-                compacted: get("cleanup.policy")
-                    .split(',')
-                    .any(|p| p.trim() == "compact"),
+                compacted,
                 preallocate: get("preallocate").trim() == "true",
                 compression: topic_compression(&get),
                 delete_enabled: get("cleanup.policy")
                     .split(',')
                     .any(|p| p.trim() == "delete"),
                 file_delete_delay_ms: long("file.delete.delay.ms").max(0),
+                delete_retention_ms: long("delete.retention.ms").max(0),
+                min_compaction_lag_ms: long("min.compaction.lag.ms").max(0),
+                max_compaction_lag_ms: long("max.compaction.lag.ms").max(1),
+                min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap_or(0.5),
             },
             flush_messages: long("flush.messages").max(1),
             flush_ms: long("flush.ms").max(0),

@@ -48,6 +48,9 @@ const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
+/// KIP-534: the batch's base timestamp field holds its delete horizon (set by the log
+/// cleaner on batches that keep tombstones or removable transaction markers).
+pub const ATTR_DELETE_HORIZON: i16 = 0x40;
 
 /// Why a byte range is not a valid v2 record batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +257,12 @@ impl BatchHeader {
         self.attributes & ATTR_CONTROL != 0
     }
 
+    /// The delete horizon the log cleaner stamped on the batch (KIP-534), if any: after
+    /// it, its tombstones and a removable marker may go.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & ATTR_DELETE_HORIZON != 0).then_some(self.base_timestamp)
+    }
+
     pub fn has_producer_id(&self) -> bool {
         self.producer_id >= 0
     }
@@ -344,6 +353,62 @@ pub fn set_length_and_attributes(batch: &mut [u8], batch_length: i32, attributes
     batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
     let crc = compute_crc(batch);
     batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The header fields the log cleaner changes when it rewrites a batch's records area.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanedFields {
+    pub attributes: i16,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub records_count: i32,
+}
+
+/// Sets a rewritten batch's cleaned fields and length (from `batch.len()`) and recomputes
+/// the CRC. `batch` must start with a whole header.
+pub fn set_cleaned_fields(batch: &mut [u8], fields: CleanedFields) -> Result<(), BatchError> {
+    let batch_length =
+        i32::try_from(batch.len() - LOG_OVERHEAD_BYTES).map_err(|_| BatchError::InvalidHeader {
+            reason: "a rewritten batch is larger than 2 GiB",
+        })?;
+    batch[OFFSET_BASE_TIMESTAMP..OFFSET_BASE_TIMESTAMP + 8]
+        .copy_from_slice(&fields.base_timestamp.to_be_bytes());
+    batch[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8]
+        .copy_from_slice(&fields.max_timestamp.to_be_bytes());
+    batch[OFFSET_RECORDS_COUNT..OFFSET_RECORDS_COUNT + 4]
+        .copy_from_slice(&fields.records_count.to_be_bytes());
+    set_length_and_attributes(batch, batch_length, fields.attributes);
+    Ok(())
+}
+
+/// A batch with `header`'s offsets, producer fields, timestamp type and transactional and
+/// control flags but no records (Kafka's `writeEmptyHeader`): what the cleaner leaves of a
+/// batch whose records all went but whose offsets or producer sequence must stay.
+pub fn empty_batch(header: &BatchHeader) -> Vec<u8> {
+    let keep = ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL | ATTR_CONTROL;
+    let mut batch = vec![0u8; BATCH_HEADER_BYTES];
+    batch[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8]
+        .copy_from_slice(&header.base_offset.to_be_bytes());
+    batch[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4]
+        .copy_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    batch[OFFSET_MAGIC] = MAGIC_V2 as u8;
+    batch[OFFSET_LAST_OFFSET_DELTA..OFFSET_LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&header.last_offset_delta.to_be_bytes());
+    batch[OFFSET_PRODUCER_ID..OFFSET_PRODUCER_ID + 8]
+        .copy_from_slice(&header.producer_id.to_be_bytes());
+    batch[OFFSET_PRODUCER_EPOCH..OFFSET_PRODUCER_EPOCH + 2]
+        .copy_from_slice(&header.producer_epoch.to_be_bytes());
+    batch[OFFSET_BASE_SEQUENCE..OFFSET_BASE_SEQUENCE + 4]
+        .copy_from_slice(&header.base_sequence.to_be_bytes());
+    let fields = CleanedFields {
+        attributes: header.attributes & keep,
+        base_timestamp: header.max_timestamp,
+        max_timestamp: header.max_timestamp,
+        records_count: 0,
+    };
+    // 61 bytes always fit the length field.
+    let _ = set_cleaned_fields(&mut batch, fields);
+    batch
 }
 
 /// Iterates over the batch headers in a buffer of concatenated batches, validating each one.

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod data_dir;
 pub mod error;
 pub mod fsync;

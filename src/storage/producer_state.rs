@@ -293,6 +293,15 @@ impl ProducerState {
         self.aborted = aborted;
     }
 
+    /// Forgets the aborted transactions whose ABORT markers (at `marker_offsets`) the log
+    /// cleaner removed: with the marker gone, a reader could not see where the
+    /// transaction ends, so the index must not announce it either (Kafka drops the
+    /// `.txnindex` entry with the marker).
+    pub fn forget_aborted(&mut self, marker_offsets: &[i64]) {
+        self.aborted
+            .retain(|a| !marker_offsets.contains(&a.last_offset));
+    }
+
     /// All aborted transactions (for writing `.txnindex` files).
     pub fn aborted(&self) -> &[AbortedTxn] {
         &self.aborted

@@ -41,6 +41,24 @@ const XERIAL_BLOCK_BYTES: usize = 32 * 1024;
 /// Attribute bits of the compression codec.
 const CODEC_BITS: i16 = 0x07;
 
+/// The decompressed records area of a batch, within `max_decompressed_bytes`.
+pub(crate) fn records_area(
+    batch: &[u8],
+    header: &BatchHeader,
+    max_decompressed_bytes: usize,
+) -> Result<Vec<u8>, StorageError> {
+    let body =
+        batch
+            .get(BATCH_HEADER_BYTES..header.total_bytes())
+            .ok_or(StorageError::InvalidRecord {
+                reason: "batch shorter than its header says",
+            })?;
+    Ok(records::decompress(
+        header.compression()?,
+        body,
+        max_decompressed_bytes,
+    )?)
+}
 /// Writes `batch` (whose header is `header`) into `out` with its records compressed by
 /// `codec` at `level`. Decompression is capped at `max_decompressed_bytes`.
 pub fn recompress_into(
@@ -50,14 +68,7 @@ pub fn recompress_into(
     max_decompressed_bytes: usize,
     out: &mut Vec<u8>,
 ) -> Result<BatchHeader, StorageError> {
-    let current = header.compression()?;
-    let body =
-        batch
-            .get(BATCH_HEADER_BYTES..header.total_bytes())
-            .ok_or(StorageError::InvalidRecord {
-                reason: "batch shorter than its header says",
-            })?;
-    let raw = records::decompress(current, body, max_decompressed_bytes)?;
+    let raw = records_area(batch, header, max_decompressed_bytes)?;
     out.clear();
     out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
     compress(codec, level, &raw, out)?;
@@ -70,7 +81,7 @@ pub fn recompress_into(
     Ok(batch::validate(out)?)
 }
 
-fn codec_id(codec: Compression) -> i16 {
+pub(crate) fn codec_id(codec: Compression) -> i16 {
     match codec {
         Compression::None => 0,
         Compression::Gzip => 1,
@@ -87,8 +98,18 @@ fn failed(codec: &'static str, err: impl std::fmt::Display) -> StorageError {
     })
 }
 
+/// The level a codec uses when no `compression.<codec>.level` applies (the cleaner
+/// rewriting a producer's batch): each library's default.
+pub(crate) fn default_level(codec: Compression) -> i32 {
+    match codec {
+        Compression::Zstd => 3,
+        // Gzip takes a negative level as its default; snappy and lz4 have none.
+        _ => -1,
+    }
+}
+
 /// Appends `raw` compressed with `codec` to `out`.
-fn compress(
+pub(crate) fn compress(
     codec: Compression,
     level: i32,
     raw: &[u8],

@@ -154,6 +154,18 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    /// Reads a record's length varint; returns where the record ends, within the buffer.
+    fn record_end(&mut self) -> Result<usize, RecordsError> {
+        let length = self.varint()?;
+        usize::try_from(length)
+            .ok()
+            .and_then(|len| self.position.checked_add(len))
+            .filter(|end| *end <= self.buf.len())
+            .ok_or(RecordsError::Malformed {
+                reason: "record length runs past the end",
+            })
+    }
+
     fn varint(&mut self) -> Result<i64, RecordsError> {
         let mut raw: u64 = 0;
         for shift in (0..70).step_by(7) {
@@ -221,14 +233,7 @@ pub fn parse_records(
         position: 0,
     };
     for _ in 0..count {
-        let length = cursor.varint()?;
-        let end = usize::try_from(length)
-            .ok()
-            .and_then(|len| cursor.position.checked_add(len))
-            .filter(|end| *end <= records.len())
-            .ok_or(RecordsError::Malformed {
-                reason: "record length runs past the end",
-            })?;
+        let end = cursor.record_end()?;
         cursor.position += 1; // attributes
         let timestamp_delta = cursor.varint()?;
         let offset_delta = cursor.varint()?;
@@ -269,7 +274,65 @@ pub fn parse_records(
     Ok(out)
 }
 
-fn put_varint(out: &mut Vec<u8>, value: i64) {
+/// One record as it lies in a batch's (decompressed) records area, for code that keeps or
+/// drops records without re-encoding the ones it keeps (the log cleaner).
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// The whole record, its length varint included.
+    pub bytes: &'a [u8],
+    pub attributes: u8,
+    pub timestamp_delta: i64,
+    pub offset_delta: i64,
+    pub key: Option<&'a [u8]>,
+    /// True for a tombstone (a null value).
+    pub value_is_null: bool,
+    /// The record from its key to its end (key, value, headers), unchanged when only the
+    /// timestamp delta is rewritten.
+    pub after_deltas: &'a [u8],
+}
+
+/// Splits a decompressed records area into its `count` records, checking every length.
+pub fn raw_records(records: &[u8], count: i32) -> Result<Vec<RawRecord<'_>>, RecordsError> {
+    let count = usize::try_from(count).unwrap_or(0);
+    // Each record takes at least 7 bytes, which bounds the allocation by the input size.
+    let mut out = Vec::with_capacity(count.min(records.len() / 7 + 1));
+    let mut cursor = Cursor {
+        buf: records,
+        position: 0,
+    };
+    for _ in 0..count {
+        let start = cursor.position;
+        let end = cursor.record_end()?;
+        let attributes = *records
+            .get(cursor.position)
+            .ok_or(RecordsError::Malformed {
+                reason: "record without attributes",
+            })?;
+        cursor.position += 1;
+        let timestamp_delta = cursor.varint()?;
+        let offset_delta = cursor.varint()?;
+        let key_start = cursor.position;
+        let key = cursor.bytes(end)?;
+        let value_is_null = cursor.bytes(end)?.is_none();
+        let after_deltas = records.get(key_start..end).ok_or(RecordsError::Malformed {
+            reason: "record fields run past its end",
+        })?;
+        out.push(RawRecord {
+            bytes: &records[start..end],
+            attributes,
+            timestamp_delta,
+            offset_delta,
+            key,
+            value_is_null,
+            after_deltas,
+        });
+        cursor.position = end;
+    }
+    Ok(out)
+}
+
+/// Appends `value` as a zigzag varint (Kafka's record field encoding).
+pub(crate) fn put_varint(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     loop {
         let byte = (zigzag & 0x7f) as u8;

@@ -22,6 +22,16 @@ pub fn file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
 }
 
+/// The extensions of a segment's files: the `.log` and its three indexes.
+pub const FILE_EXTENSIONS: [&str; 4] = ["log", "index", "timeindex", "txnindex"];
+
+/// Path of one of a segment's files: `<dir>/<stem>.<extension><suffix>`, where the suffix
+/// is empty for a segment of the log, or marks a cleaner's replacement in the making
+/// (`.cleaned`) or committed (`.swap`), see `storage::log::cleaning`.
+pub fn file_path(dir: &Path, base_offset: i64, extension: &str, suffix: &str) -> PathBuf {
+    dir.join(format!("{}.{extension}{suffix}", file_stem(base_offset)))
+}
+
 /// Parses a segment file stem back into its base offset.
 pub fn parse_file_stem(stem: &str) -> Option<i64> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
@@ -152,7 +162,9 @@ struct TailState {
 #[derive(Debug)]
 pub struct Segment {
     base_offset: i64,
-    log_path: PathBuf,
+    dir: PathBuf,
+    /// Suffix of the segment's file names: empty, or a cleaner's staging suffix.
+    suffix: &'static str,
     file: Arc<File>,
     size_bytes: u64,
     /// One past the last offset stored in this segment (`base_offset` when empty).
@@ -183,14 +195,26 @@ impl Segment {
     /// Creates an empty segment starting at `base_offset`. Any stale file of that name is
     /// emptied: the caller only creates a segment at the log end, where no data can live.
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
-        let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
-        let file = open_log_file(&log_path, true)?;
+        Segment::create_with_suffix(dir, base_offset, "", now_ms)
+    }
+
+    /// Creates an empty segment whose files carry `suffix` (the cleaner's `.cleaned`
+    /// replacements); a stale file of that name is emptied.
+    pub fn create_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &'static str,
+        now_ms: i64,
+    ) -> io::Result<Segment> {
+        let file = open_log_file(&file_path(dir, base_offset, "log", suffix), true)?;
         file.set_len(0)?;
-        Ok(Segment::with_file(log_path, file, base_offset, 0, now_ms))
+        let mut segment = Segment::with_file(dir, file, base_offset, 0, now_ms);
+        segment.suffix = suffix;
+        Ok(segment)
     }
 
     fn with_file(
-        log_path: PathBuf,
+        dir: &Path,
         file: File,
         base_offset: i64,
         size_bytes: u64,
@@ -198,7 +222,8 @@ impl Segment {
     ) -> Segment {
         Segment {
             base_offset,
-            log_path,
+            dir: dir.to_path_buf(),
+            suffix: "",
             file: Arc::new(file),
             size_bytes,
             next_offset: base_offset,
@@ -249,11 +274,10 @@ impl Segment {
     /// Opens an existing segment without reading its batches. Call [`Segment::recover`] or
     /// [`Segment::load_trusted`] next.
     pub fn open(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
-        let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
-        let file = open_log_file(&log_path, false)?;
+        let file = open_log_file(&file_path(dir, base_offset, "log", ""), false)?;
         let size_bytes = file.metadata()?.len();
         Ok(Segment::with_file(
-            log_path,
+            dir,
             file,
             base_offset,
             size_bytes,
@@ -290,7 +314,17 @@ impl Segment {
     }
 
     fn index_path(&self, extension: &str) -> PathBuf {
-        self.log_path.with_extension(extension)
+        file_path(&self.dir, self.base_offset, extension, self.suffix)
+    }
+
+    /// The suffix of the segment's file names (empty for a segment of the log).
+    pub fn suffix(&self) -> &'static str {
+        self.suffix
+    }
+
+    /// Records that the segment's files were renamed to carry `suffix`.
+    pub fn set_suffix(&mut self, suffix: &'static str) {
+        self.suffix = suffix;
     }
 
     /// Whether a batch ending at `last_offset` can still be indexed relative to this
@@ -529,7 +563,7 @@ impl Segment {
 
     /// The paths of the segment's files (`.log` and its indexes), existing or not.
     pub fn file_paths(&self) -> Vec<PathBuf> {
-        ["log", "index", "timeindex", "txnindex"]
+        FILE_EXTENSIONS
             .iter()
             .map(|extension| self.index_path(extension))
             .collect()
@@ -537,7 +571,7 @@ impl Segment {
 
     /// Deletes the segment's files.
     pub fn delete_files(&self) -> io::Result<()> {
-        for extension in ["log", "index", "timeindex", "txnindex"] {
+        for extension in FILE_EXTENSIONS {
             match std::fs::remove_file(self.index_path(extension)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}

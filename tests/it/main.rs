@@ -3,6 +3,7 @@
 
 #[cfg(feature = "bench")]
 mod bench;
+mod compaction;
 mod compression;
 mod connections;
 mod console_cli;

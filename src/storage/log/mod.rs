@@ -17,9 +17,13 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+mod cleaning;
 mod producers;
 mod retention;
 
+#[cfg(test)]
+pub(crate) use cleaning::tests as cleaning_tests;
+pub use cleaning::{CleanedSegment, CleaningView, SourceSegment, SwapOutcome};
 pub use retention::RetiredSegments;
 
 pub use producers::{marker_of, Marker};
@@ -64,6 +68,15 @@ pub struct LogConfig {
     /// `file.delete.delay.ms`: how long a segment deleted by retention stays on disk,
     /// renamed `*.deleted`, before its files are removed.
     pub file_delete_delay_ms: i64,
+    /// `delete.retention.ms`: how long the cleaner keeps a tombstone (and a transaction
+    /// marker with no data left) after it first stamped its batch.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: segments with records younger than this are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: dirty records older than this force a cleaning pass.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: the dirty share of the log that makes it cleanable.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -82,6 +95,10 @@ impl Default for LogConfig {
             compression: TopicCompression::Producer,
             delete_enabled: true,
             file_delete_delay_ms: 60_000,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }
@@ -271,6 +288,9 @@ impl Log {
         now_ms: i64,
     ) -> Result<(Log, OpenReport), StorageError> {
         retention::remove_leftover_deleted_files(dir)?;
+        // A swap the cleaner did not finish leaves indexes written before the crash.
+        let swap_recovered = cleaning::recover_swap_files(dir)?;
+        let clean_shutdown = clean_shutdown && !swap_recovered;
         let bases = list_segment_bases(dir)?;
         let log_start_checkpoint = checkpoint
             .map(|c| c.log_start_offset)
@@ -855,9 +875,9 @@ impl Log {
         }
     }
 
-    /// Checks `fetch_offset` against the log's range and returns read plans for the segment
-    /// holding it and the one after (a fetch offset may fall into a gap at the end of a
-    /// segment of a verbatim log).
+    /// Checks `fetch_offset` against the log's range and returns read plans for the first
+    /// two segments holding data at or after it (a fetch offset may fall into a gap at the
+    /// end of a segment of a verbatim or cleaned log, and cleaned segments may be empty).
     pub fn read_plans(&self, fetch_offset: i64) -> Result<Vec<ReadPlan>, StorageError> {
         self.check_online()?;
         if fetch_offset < self.log_start_offset || fetch_offset > self.log_end_offset {
@@ -874,7 +894,9 @@ impl Log {
             .next_back()
             .map_or(i64::MIN, |(b, _)| *b);
         for segment in self.segments.range(from..).map(|(_, s)| s) {
-            if segment.next_offset() <= fetch_offset {
+            // An empty segment (one the cleaner emptied, or an empty active segment) has
+            // nothing to read even when its base lies above the fetch offset.
+            if segment.next_offset() <= fetch_offset || segment.is_empty() {
                 continue;
             }
             plans.push(segment.read_plan(fetch_offset));

@@ -61,7 +61,8 @@ impl RetiredSegments {
     }
 }
 
-fn deleted_name(path: &Path) -> PathBuf {
+/// `<path>.deleted`: where a file removed from the log waits for its delayed deletion.
+pub(super) fn deleted_name(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(DELETED_SUFFIX);
     PathBuf::from(name)
