@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 use crate::broker::topics::CloseOutcome;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::network::request_latency::RequestLatency;
-use crate::network::{listener, ConnectionLimits};
+use crate::network::request_latency::{ReportBaseline, RequestLatency};
+use crate::network::{listener, ConnectionLimits, NetworkStats};
 use crate::storage::{fsync, StorageError};
 
 /// Why the server could not start or stop cleanly.
@@ -80,6 +80,7 @@ async fn report_latency_on_signal(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut fsyncs_before = fsync::fsyncs_so_far();
+    let mut baseline = ReportBaseline::default();
     for report in 1u64.. {
         tokio::select! {
             _ = usr1.recv() => {}
@@ -92,7 +93,7 @@ async fn report_latency_on_signal(
             "fsyncs since the previous report"
         );
         fsyncs_before = fsyncs;
-        let apis = latency.take_report();
+        let apis = latency.report_since(&mut baseline);
         if apis.is_empty() {
             info!(
                 report,
@@ -157,11 +158,11 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Runtime(format!("broker startup panicked: {e}")))?
         .map_err(ServerError::Storage)?;
     let (stop, stopped) = watch::channel(false);
-    let latency = Arc::new(RequestLatency::new());
+    let stats = Arc::new(NetworkStats::default());
     let usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         .map_err(|e| ServerError::Runtime(format!("cannot handle SIGUSR1: {e}")))?;
     let latency_reports = tokio::spawn(report_latency_on_signal(
-        Arc::clone(&latency),
+        Arc::clone(&stats.latency),
         usr1,
         stopped.clone(),
     ));
@@ -171,7 +172,7 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     let accept = tokio::spawn(listener::run(
         listener,
         Arc::clone(&broker),
-        latency,
+        stats,
         limits,
         max_connections,
         queued_bytes,

@@ -105,6 +105,9 @@ pub struct BrokerConfig {
     /// replica and serve the topic with one (logged), for tooling written for replicated
     /// clusters. Off by default: Kafka rejects what it cannot replicate.
     pub replication_factor_cap: bool,
+    /// `ferry.metrics.listen` (`ferry serve --metrics-listen`): the address of the HTTP
+    /// endpoint serving Prometheus metrics on `/metrics`; none (the default) serves none.
+    pub metrics_listen: Option<SocketAddr>,
     /// Keys that came from the config file or overrides, for DescribeConfigs sources.
     pub explicit: BTreeMap<String, String>,
 }
@@ -135,6 +138,7 @@ impl Default for BrokerConfig {
             txn: TxnConfig::default(),
             producer_id_expiration_ms: 86_400_000,
             replication_factor_cap: false,
+            metrics_listen: None,
             explicit: BTreeMap::new(),
         }
     }
@@ -180,6 +184,18 @@ fn resolve(key: &str, endpoint: &Endpoint) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| invalid(key, format!("cannot resolve {host}: {e}")))?
         .next()
         .ok_or_else(|| invalid(key, format!("{host} resolves to no address")))
+}
+
+/// `ferry.metrics.listen`: `HOST:PORT`, or empty for no metrics endpoint.
+fn parse_metrics_listen(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.contains("://") {
+        return Err(invalid(key, format!("expected HOST:PORT, got {value:?}")));
+    }
+    resolve(key, &parse_listener(key, value)?).map(Some)
 }
 
 pub(crate) fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
@@ -306,6 +322,7 @@ impl BrokerConfig {
             }
             "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_num(key, value)?,
             "ferry.replication.factor.cap" => self.replication_factor_cap = parse_bool(key, value)?,
+            "ferry.metrics.listen" => self.metrics_listen = parse_metrics_listen(key, value)?,
             _ => return self.topic_defaults.apply_broker_key(key, value),
         }
         Ok(true)
@@ -378,7 +395,7 @@ impl BrokerConfig {
             "auto.create.topics.enable" | "ferry.replication.factor.cap" => Boolean,
             "queued.max.request.bytes" | "connections.max.idle.ms" => Long,
             "log.retention.check.interval.ms" => Long,
-            "listeners" | "advertised.listeners" | "log.dirs" => String,
+            "listeners" | "advertised.listeners" | "log.dirs" | "ferry.metrics.listen" => String,
             _ => Int,
         }
     }
@@ -481,6 +498,9 @@ impl BrokerConfig {
                 self.replication_factor_cap.to_string(),
             ),
         ];
+        if let Some(address) = self.metrics_listen {
+            out.push(("ferry.metrics.listen".to_string(), address.to_string()));
+        }
         // The broker keys behind topic defaults: those set, and those carrying a default.
         for entry in self.topic_defaults.describe(&BTreeMap::new()) {
             for (broker_key, value, _) in entry.synonyms {
@@ -557,6 +577,17 @@ mod tests {
         let (config, _) =
             BrokerConfig::from_properties(&props(&[("ferry.worker.threads", "1")])).unwrap();
         assert_eq!(config.worker_threads, 1);
+        assert_eq!(
+            config.metrics_listen, None,
+            "no metrics endpoint unless set"
+        );
+        let (config, _) =
+            BrokerConfig::from_properties(&props(&[("ferry.metrics.listen", "127.0.0.1:9308")]))
+                .unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9308".parse().unwrap())
+        );
     }
 
     #[test]
@@ -571,6 +602,8 @@ mod tests {
             ("ferry.worker.threads", "100000"),
             ("ferry.journal.file.bytes", "1000"),
             ("ferry.journal.file.bytes", "4294967296"),
+            ("ferry.metrics.listen", "127.0.0.1"),
+            ("ferry.metrics.listen", "http://127.0.0.1:9308"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(key, value)])).unwrap_err();
             assert_eq!(err.key, key);
