@@ -10,6 +10,7 @@
 //! * [`server`]: composition root wiring the layers together.
 //! * [`client`]: a small Kafka protocol client for Ferry's own tools.
 //! * [`admin`]: operator tools over the wire (`ferry groups`).
+//! * [`metrics`]: the Prometheus endpoint (`--metrics-listen`), reading the layers' counters.
 //! * [`logging`]: client text escaped and connection warnings limited per peer in the log.
 //! * [`properties`]: Java `.properties` text used by configs and metadata files.
 //! * [`sync`]: locks that survive a panic in one holder, so one bug cannot cascade.
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod coordinator;
 pub mod logging;
+pub mod metrics;
 pub mod network;
 pub mod properties;
 pub mod protocol;

@@ -1,9 +1,11 @@
 //! Composition root: binds the listener, opens the broker (recovering its logs), runs the
 //! accept loop and background work, and performs a clean shutdown on SIGTERM or SIGINT.
+//! With `ferry.metrics.listen` set it also serves Prometheus metrics (`metrics`).
 //! SIGUSR1 logs the fsyncs and the request latency per API since the previous SIGUSR1 (see
 //! `network::request_latency`, `storage::fsync`).
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -13,8 +15,9 @@ use tracing::{error, info, warn};
 use crate::broker::topics::CloseOutcome;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::network::request_latency::RequestLatency;
-use crate::network::{listener, ConnectionLimits};
+use crate::metrics;
+use crate::network::request_latency::{ReportBaseline, RequestLatency};
+use crate::network::{listener, ConnectionLimits, NetworkStats};
 use crate::storage::{fsync, StorageError};
 
 /// Why the server could not start or stop cleanly.
@@ -80,6 +83,7 @@ async fn report_latency_on_signal(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut fsyncs_before = fsync::fsyncs_so_far();
+    let mut baseline = ReportBaseline::default();
     for report in 1u64.. {
         tokio::select! {
             _ = usr1.recv() => {}
@@ -92,7 +96,7 @@ async fn report_latency_on_signal(
             "fsyncs since the previous report"
         );
         fsyncs_before = fsyncs;
-        let apis = latency.take_report();
+        let apis = latency.report_since(&mut baseline);
         if apis.is_empty() {
             info!(
                 report,
@@ -126,6 +130,24 @@ fn ignore_file_size_signal() {
     }
 }
 
+/// Binds the metrics endpoint's address, if one is configured, and logs where it serves.
+async fn bind_metrics(address: Option<SocketAddr>) -> Result<Option<TcpListener>, ServerError> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: format!("{address} (ferry.metrics.listen)"),
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| ServerError::Runtime(e.to_string()))?;
+    info!(metrics_listen = %bound, "serving Prometheus metrics on http://{bound}/metrics");
+    Ok(Some(listener))
+}
+
 /// Runs a broker until a termination signal, then shuts it down cleanly.
 pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     ignore_file_size_signal();
@@ -143,6 +165,7 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     let bound = listener
         .local_addr()
         .map_err(|e| ServerError::Runtime(e.to_string()))?;
+    let metrics_listener = bind_metrics(config.metrics_listen).await?;
     let advertised = config.advertised_endpoint(bound);
     let data_dir = config.data_dir.clone();
     let limits = ConnectionLimits {
@@ -157,21 +180,29 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Runtime(format!("broker startup panicked: {e}")))?
         .map_err(ServerError::Storage)?;
     let (stop, stopped) = watch::channel(false);
-    let latency = Arc::new(RequestLatency::new());
+    let stats = Arc::new(NetworkStats::default());
     let usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         .map_err(|e| ServerError::Runtime(format!("cannot handle SIGUSR1: {e}")))?;
     let latency_reports = tokio::spawn(report_latency_on_signal(
-        Arc::clone(&latency),
+        Arc::clone(&stats.latency),
         usr1,
         stopped.clone(),
     ));
+    let metrics_endpoint = metrics_listener.map(|listener| {
+        tokio::spawn(metrics::serve(
+            listener,
+            Arc::clone(&broker),
+            Arc::clone(&stats),
+            stopped.clone(),
+        ))
+    });
     let background = tokio::spawn(Arc::clone(&broker).run_background(stopped.clone()));
     let coordinator_timers =
         tokio::spawn(Arc::clone(&broker).run_coordinator_timers(stopped.clone()));
     let accept = tokio::spawn(listener::run(
         listener,
         Arc::clone(&broker),
-        latency,
+        stats,
         limits,
         max_connections,
         queued_bytes,
@@ -189,6 +220,11 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     let _ = stop.send(true);
     if let Err(err) = accept.await {
         error!("accept loop failed: {err}");
+    }
+    if let Some(task) = metrics_endpoint {
+        if let Err(err) = task.await {
+            error!("metrics endpoint failed: {err}");
+        }
     }
     if let Err(err) = background.await {
         error!("background task failed: {err}");

@@ -30,6 +30,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use super::activity::Activity;
 use super::now_ms;
 use super::partition::Partition;
 use super::topics::TopicRegistry;
@@ -122,6 +123,8 @@ pub struct Journal {
     spare: Mutex<Spare>,
     spare_wanted: Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Where the fdatasyncs are counted.
+    activity: Arc<Activity>,
 }
 
 /// The next file, prepared ahead by its own thread.
@@ -146,6 +149,7 @@ impl Journal {
     pub fn start(
         data_dir: &Path,
         file_bytes: u64,
+        activity: Arc<Activity>,
     ) -> Result<(Arc<Journal>, Leftover), StorageError> {
         let dir = data_dir.join(journal::JOURNAL_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create journal", &dir, e))?;
@@ -173,6 +177,7 @@ impl Journal {
             }),
             spare_wanted: Condvar::new(),
             threads: Mutex::new(Vec::new()),
+            activity,
         });
         let worker = Arc::clone(&journal);
         let syncing = std::thread::Builder::new()
@@ -360,6 +365,7 @@ impl Journal {
         if round.is_empty() {
             return;
         }
+        self.activity.journal_fdatasyncs.add(1);
         match fsync::sync_data(file) {
             Ok(()) => {
                 for (partition, end) in round.into_entries() {

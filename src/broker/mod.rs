@@ -2,6 +2,7 @@
 //! API, partitions and their waiters, the flusher, and the mapping of errors to Kafka
 //! codes. Transport-agnostic: a decoded request goes in, an encoded response comes out.
 
+pub mod activity;
 mod coordinators;
 pub mod delayed_deletes;
 pub mod dispatch;
@@ -28,6 +29,7 @@ use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::txn::TransactionCoordinator;
 use crate::storage::data_dir::DataDir;
 use crate::storage::StorageError;
+use activity::Activity;
 use flusher::Flusher;
 use journal::Journal;
 use partition::Services;
@@ -68,6 +70,8 @@ pub struct Broker {
     pub topics: Arc<TopicRegistry>,
     pub groups: Arc<GroupCoordinator>,
     pub txns: TransactionCoordinator,
+    /// Broker-wide counters of background work (retention, the journal).
+    pub activity: Arc<Activity>,
     flusher: Arc<Flusher>,
     journal: Arc<Journal>,
     flusher_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -84,8 +88,13 @@ impl Broker {
             info!(dir = %config.data_dir.display(), "no clean shutdown marker: recovering logs from their recovery points");
         }
         let cluster_id = data_dir.identity().cluster_id.clone();
+        let activity = Arc::new(Activity::default());
         let (flusher, flusher_thread) = Flusher::start();
-        let (journal, leftover) = Journal::start(data_dir.root(), config.journal_file_bytes)?;
+        let (journal, leftover) = Journal::start(
+            data_dir.root(),
+            config.journal_file_bytes,
+            Arc::clone(&activity),
+        )?;
         let read_ahead = ReadAhead::new();
         let services = Services {
             flusher: Arc::clone(&flusher),
@@ -116,6 +125,7 @@ impl Broker {
             topics,
             groups,
             txns,
+            activity,
             flusher,
             journal,
             flusher_thread: std::sync::Mutex::new(Some(flusher_thread)),
@@ -217,6 +227,10 @@ impl Broker {
         }
         for (partition, segments) in retired {
             let (count, delay_ms) = (segments.len(), segments.delete_delay_ms);
+            self.activity.retention_segments_deleted.add(count as u64);
+            self.activity
+                .retention_bytes_deleted
+                .add(segments.size_bytes());
             match segments.rename() {
                 Ok(paths) => self
                     .delayed_deletes

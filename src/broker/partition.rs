@@ -7,7 +7,7 @@
 //! after an fsync covered the data, so consumers never see what a power loss could take
 //! back, and producers are acknowledged when it passes their batch.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
@@ -63,6 +63,51 @@ pub struct Services {
     pub read_ahead: Arc<ReadAhead>,
 }
 
+/// What produce appended to a partition and fetches served from it since the broker
+/// started: relaxed atomic counters on the request path, read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    bytes_in: AtomicU64,
+    records_in: AtomicU64,
+    bytes_out: AtomicU64,
+    records_out: AtomicU64,
+}
+
+/// A reading of [`Traffic`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCounts {
+    /// Batch bytes produced (as received) and appended; duplicates are not counted.
+    pub bytes_in: u64,
+    pub records_in: u64,
+    /// Record bytes sent in Fetch responses.
+    pub bytes_out: u64,
+    /// Records in the batches sent, as their headers count them.
+    pub records_out: u64,
+}
+
+impl Traffic {
+    fn appended(&self, bytes: usize, records: u32) {
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.records_in
+            .fetch_add(u64::from(records), Ordering::Relaxed);
+    }
+
+    /// Counts record batches a Fetch response carries.
+    pub fn served(&self, bytes: usize, records: u64) {
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.records_out.fetch_add(records, Ordering::Relaxed);
+    }
+
+    pub fn counts(&self) -> TrafficCounts {
+        TrafficCounts {
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            records_in: self.records_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// One partition of a topic.
 pub struct Partition {
     topic: String,
@@ -75,6 +120,7 @@ pub struct Partition {
     flush_queued: AtomicBool,
     waiters: Mutex<Vec<Weak<Notify>>>,
     services: Services,
+    traffic: Traffic,
 }
 
 /// A flush whose writeback has been started (`Partition::begin_flush`).
@@ -91,6 +137,8 @@ pub struct FlushStarted {
 pub struct PartitionRead {
     /// The batches read: a file region to send as is, or bytes.
     pub records: RecordsOut,
+    /// Records in those batches, as their headers count them.
+    pub record_count: u64,
     pub high_watermark: i64,
     /// The last stable offset: below the oldest open transaction, at most the high watermark.
     pub last_stable_offset: i64,
@@ -136,6 +184,7 @@ impl Partition {
             flush_queued: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
             services,
+            traffic: Traffic::default(),
         })
     }
 
@@ -182,6 +231,17 @@ impl Partition {
         self.offline.load(Ordering::Acquire)
     }
 
+    /// What produce and fetch moved through this partition (see [`Traffic`]).
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// `(log end offset, bytes of the log's segments)`, under one short hold of the lock.
+    pub fn end_and_size(&self) -> (i64, u64) {
+        let state = self.lock();
+        (state.log.log_end_offset(), state.log.size_bytes())
+    }
+
     /// Applies changed topic configs.
     pub fn reconfigure(&self, config: &ResolvedTopicConfig) {
         let mut state = self.lock();
@@ -199,9 +259,15 @@ impl Partition {
         records: &[u8],
         now_ms: i64,
     ) -> Result<(AppendInfo, Option<i64>), StorageError> {
-        self.append_with(|log| {
+        let appended = self.append_with(|log| {
             log.append_as_leader(records, LEADER_EPOCH, AppendOrigin::Client, now_ms)
-        })
+        });
+        if let Ok((info, _)) = &appended {
+            if !info.is_duplicate() {
+                self.traffic.appended(records.len(), info.records);
+            }
+        }
+        appended
     }
 
     /// Appends a batch written by a coordinator (no producer sequence checks).
@@ -439,6 +505,7 @@ impl Partition {
             min_one_batch,
         };
         let mut records = RecordsOut::Bytes(Bytes::new());
+        let mut record_count = 0;
         for plan in plans {
             let span = plan.locate(limits).map_err(|e| self.read_error(e))?;
             if let Some(span) = span {
@@ -457,11 +524,13 @@ impl Partition {
                     position: span.start_position,
                     len: span.len,
                 });
+                record_count = span.records;
                 break;
             }
         }
         Ok(PartitionRead {
             records,
+            record_count,
             high_watermark,
             last_stable_offset,
             log_start_offset: self.log_start_offset(),
@@ -719,7 +788,7 @@ mod tests {
     fn a_panic_holding_the_lock_takes_only_that_partition_offline() {
         let dir = tempfile::tempdir().unwrap();
         let (flusher, _flusher_thread) = Flusher::start();
-        let (journal, _) = Journal::start(dir.path(), 1 << 20).unwrap();
+        let (journal, _) = Journal::start(dir.path(), 1 << 20, Arc::default()).unwrap();
         let services = Services {
             flusher,
             journal,

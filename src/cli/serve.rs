@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// (same as `--override log.flush.interval.messages=1`).
     #[arg(long)]
     pub durable: bool,
+    /// Serve Prometheus metrics over HTTP on `http://HOST:PORT/metrics` (same as
+    /// `--override ferry.metrics.listen=HOST:PORT`). Off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 fn properties(
@@ -70,6 +74,9 @@ fn properties(
     }
     if args.durable {
         props.insert("log.flush.interval.messages".to_string(), "1".to_string());
+    }
+    if let Some(address) = &args.metrics_listen {
+        props.insert("ferry.metrics.listen".to_string(), address.clone());
     }
     Ok(props)
 }

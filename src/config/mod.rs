@@ -112,6 +112,9 @@ pub struct BrokerConfig {
     /// `segment.bytes` the internal topics are created with.
     pub offsets_topic_segment_bytes: i32,
     pub transaction_state_segment_bytes: i32,
+    /// `ferry.metrics.listen` (`ferry serve --metrics-listen`): the address of the HTTP
+    /// endpoint serving Prometheus metrics on `/metrics`; none (the default) serves none.
+    pub metrics_listen: Option<SocketAddr>,
     /// Keys that came from the config file or overrides, for DescribeConfigs sources.
     pub explicit: BTreeMap<String, String>,
 }
@@ -145,6 +148,7 @@ impl Default for BrokerConfig {
             cleaner: CleanerConfig::default(),
             offsets_topic_segment_bytes: 104_857_600,
             transaction_state_segment_bytes: 104_857_600,
+            metrics_listen: None,
             explicit: BTreeMap::new(),
         }
     }
@@ -190,6 +194,18 @@ fn resolve(key: &str, endpoint: &Endpoint) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| invalid(key, format!("cannot resolve {host}: {e}")))?
         .next()
         .ok_or_else(|| invalid(key, format!("{host} resolves to no address")))
+}
+
+/// `ferry.metrics.listen`: `HOST:PORT`, or empty for no metrics endpoint.
+fn parse_metrics_listen(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.contains("://") {
+        return Err(invalid(key, format!("expected HOST:PORT, got {value:?}")));
+    }
+    resolve(key, &parse_listener(key, value)?).map(Some)
 }
 
 pub(crate) fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
@@ -316,6 +332,7 @@ impl BrokerConfig {
             }
             "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_num(key, value)?,
             "ferry.replication.factor.cap" => self.replication_factor_cap = parse_bool(key, value)?,
+            "ferry.metrics.listen" => self.metrics_listen = parse_metrics_listen(key, value)?,
             "offsets.topic.segment.bytes" => {
                 self.offsets_topic_segment_bytes = parse_num(key, value)?
             }
@@ -472,7 +489,7 @@ impl BrokerConfig {
             }
             "queued.max.request.bytes" | "connections.max.idle.ms" => Long,
             "log.retention.check.interval.ms" => Long,
-            "listeners" | "advertised.listeners" | "log.dirs" => String,
+            "listeners" | "advertised.listeners" | "log.dirs" | "ferry.metrics.listen" => String,
             _ => Int,
         }
     }
@@ -584,6 +601,9 @@ impl BrokerConfig {
             ),
         ];
         out.extend(self.cleaner_entries());
+        if let Some(address) = self.metrics_listen {
+            out.push(("ferry.metrics.listen".to_string(), address.to_string()));
+        }
         // The broker keys behind topic defaults: those set, and those carrying a default.
         for entry in self.topic_defaults.describe(&BTreeMap::new()) {
             for (broker_key, value, _) in entry.synonyms {
@@ -688,6 +708,17 @@ mod tests {
         let (config, _) =
             BrokerConfig::from_properties(&props(&[("ferry.worker.threads", "1")])).unwrap();
         assert_eq!(config.worker_threads, 1);
+        assert_eq!(
+            config.metrics_listen, None,
+            "no metrics endpoint unless set"
+        );
+        let (config, _) =
+            BrokerConfig::from_properties(&props(&[("ferry.metrics.listen", "127.0.0.1:9308")]))
+                .unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9308".parse().unwrap())
+        );
     }
 
     #[test]
@@ -702,6 +733,8 @@ mod tests {
             ("ferry.worker.threads", "100000"),
             ("ferry.journal.file.bytes", "1000"),
             ("ferry.journal.file.bytes", "4294967296"),
+            ("ferry.metrics.listen", "127.0.0.1"),
+            ("ferry.metrics.listen", "http://127.0.0.1:9308"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(key, value)])).unwrap_err();
             assert_eq!(err.key, key);

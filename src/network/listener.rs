@@ -1,6 +1,7 @@
 //! The accept loop: enforces `max.connections`, backs off on accept errors (such as running
 //! out of file descriptors), and stops accepting on shutdown, then waits for open
-//! connections to finish their in-flight work.
+//! connections to finish their in-flight work. It counts the connections it serves
+//! (`ConnectionCounts`, read by the metrics endpoint).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,8 +12,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{error, warn};
 
 use super::connection::{self, Shared};
-use super::request_latency::RequestLatency;
-use super::ConnectionLimits;
+use super::{ConnectionLimits, NetworkStats};
 use crate::broker::Broker;
 
 /// Longest pause after repeated accept failures.
@@ -21,6 +21,43 @@ const ACCEPT_BACKOFF_MAX_MS: u64 = 1_000;
 const DRAIN_TIMEOUT_MS: u64 = 5_000;
 /// How often memory freed by closed connections is given back to the operating system.
 const RELEASE_MEMORY_INTERVAL_MS: u64 = 5_000;
+
+/// Client connections served since the process started and open now (relaxed counters).
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    accepted: AtomicU64,
+    open: AtomicU64,
+}
+
+impl ConnectionCounts {
+    /// Connections given a slot since the process started (those refused at
+    /// `max.connections` are not counted).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections being served now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection as accepted and open until the returned guard drops.
+    fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(self))
+    }
+}
+
+/// One open connection in `ConnectionCounts`; dropping it (the connection's task ended,
+/// even by a panic) counts it closed.
+struct OpenConnection(Arc<ConnectionCounts>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Gives free heap memory back to the operating system (glibc's `malloc_trim`, which also
 /// releases free pages in the middle of the heap). glibc keeps what thousands of closed
@@ -56,7 +93,7 @@ async fn release_memory_after_closes(closed: Arc<AtomicU64>, mut shutdown: watch
 pub async fn run(
     listener: TcpListener,
     broker: Arc<Broker>,
-    latency: Arc<RequestLatency>,
+    stats: Arc<NetworkStats>,
     limits: ConnectionLimits,
     max_connections: usize,
     queued_max_request_bytes: usize,
@@ -68,7 +105,7 @@ pub async fn run(
         memory: Arc::new(Semaphore::new(
             queued_max_request_bytes.min(Semaphore::MAX_PERMITS),
         )),
-        latency,
+        latency: Arc::clone(&stats.latency),
     };
     let closed = Arc::new(AtomicU64::new(0));
     let releasing = tokio::spawn(release_memory_after_closes(
@@ -104,9 +141,11 @@ pub async fn run(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         let closed = Arc::clone(&closed);
+        let open = stats.connections.opened();
         tokio::spawn(async move {
             connection::serve(stream, peer, shared, limits, shutdown).await;
             drop(permit);
+            drop(open);
             closed.fetch_add(1, Ordering::Relaxed);
         });
     }

@@ -6,6 +6,16 @@ pub mod connection;
 pub mod listener;
 pub mod request_latency;
 
+use std::sync::Arc;
+
+/// What the network layer counts for operators: request latency per API (the SIGUSR1
+/// report, the metrics endpoint) and connections (the metrics endpoint).
+#[derive(Default)]
+pub struct NetworkStats {
+    pub latency: Arc<request_latency::RequestLatency>,
+    pub connections: Arc<listener::ConnectionCounts>,
+}
+
 /// Limits applied to every connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {

@@ -614,6 +614,9 @@ pub struct Span {
     pub len: usize,
     /// Offset one past the last batch in the range.
     pub next_offset: i64,
+    /// Records in the range's batches, as their headers count them (a first batch that
+    /// starts below the fetch offset counts whole; a transaction marker counts one).
+    pub records: u64,
 }
 
 /// Limits for one read.
@@ -661,6 +664,7 @@ impl ReadPlan {
         };
         let start_position = position;
         let mut total = 0usize;
+        let mut records = 0u64;
         let mut next_offset = first.base_offset;
         let mut current = Some(first);
         while let Some(header) = current {
@@ -670,6 +674,7 @@ impl ReadPlan {
                 break;
             }
             total += size;
+            records += u64::try_from(header.records_count).unwrap_or(0);
             next_offset = header.next_offset();
             current = scanner.header_at(start_position + total as u64)?;
         }
@@ -680,6 +685,7 @@ impl ReadPlan {
             start_position,
             len: total,
             next_offset,
+            records,
         }))
     }
 
@@ -875,6 +881,12 @@ mod tests {
             let first = batch::validate(&chunk.bytes).unwrap();
             assert_eq!(first.base_offset, offset);
             assert_eq!(chunk.next_offset, 90);
+            let span = segment
+                .read_plan(offset)
+                .locate(limits(offset, 1 << 20))
+                .unwrap()
+                .unwrap();
+            assert_eq!(span.records, (90 - offset) as u64, "one record per batch");
         }
         assert!(segment
             .read_plan(90)

@@ -19,6 +19,7 @@ mod kafka_python;
 mod latency_report;
 mod librdkafka_suite;
 mod log_cli;
+mod metrics;
 mod produce_consume;
 mod records;
 mod recovery;

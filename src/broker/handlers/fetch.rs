@@ -80,7 +80,7 @@ pub fn handle(
         || first.has_error
         || first.readable_partitions == 0
     {
-        return Handled::Now(first.response);
+        return Handled::Now(first.into_response());
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     Handled::Later(Box::pin(async move {
@@ -90,7 +90,7 @@ pub fn handle(
             .flat_map(|t| t.targets.iter().filter_map(|p| p.partition.clone()))
             .collect();
         wait_for(&partitions, deadline, || enough_data(&fetch)).await;
-        read_all(&fetch).response
+        read_all(&fetch).into_response()
     }))
 }
 
@@ -117,6 +117,19 @@ struct ReadOutcome {
     has_error: bool,
     /// Partitions that exist and could return data (zero means waiting is pointless).
     readable_partitions: usize,
+    /// Partitions that returned records: `(partition, bytes, records)`.
+    served: Vec<(Arc<Partition>, usize, u64)>,
+}
+
+impl ReadOutcome {
+    /// The response to send, counting what it carries in the partitions' traffic (only
+    /// here: a long poll's reads that are not sent do not count).
+    fn into_response(self) -> FetchResponseOut {
+        for (partition, bytes, records) in self.served {
+            partition.traffic().served(bytes, records);
+        }
+        self.response
+    }
 }
 
 fn read_all(fetch: &Request) -> ReadOutcome {
@@ -124,17 +137,21 @@ fn read_all(fetch: &Request) -> ReadOutcome {
     let mut total = 0usize;
     let mut has_error = false;
     let mut readable = 0usize;
+    let mut served = Vec::new();
     let mut topics = Vec::with_capacity(fetch.topics.len());
     for topic in &fetch.topics {
         let mut partitions = Vec::with_capacity(topic.targets.len());
         for target in &topic.targets {
-            let entry = read_one(fetch, target, remaining, total == 0);
+            let (entry, records) = read_one(fetch, target, remaining, total == 0);
             if entry.error_code != NONE {
                 has_error = true;
             } else {
                 readable += 1;
             }
             let size = entry.records.len();
+            if let (Some(partition), true) = (&target.partition, size > 0) {
+                served.push((Arc::clone(partition), size, records));
+            }
             total += size;
             remaining = remaining.saturating_sub(size);
             partitions.push(entry);
@@ -153,15 +170,17 @@ fn read_all(fetch: &Request) -> ReadOutcome {
         bytes: total,
         has_error,
         readable_partitions: readable,
+        served,
     }
 }
 
+/// One partition's part of the response, and the records it carries.
 fn read_one(
     fetch: &Request,
     target: &Target,
     remaining: usize,
     min_one_batch: bool,
-) -> PartitionOut {
+) -> (PartitionOut, u64) {
     let mut entry = PartitionOut {
         partition_index: target.partition_index,
         error_code: NONE,
@@ -175,7 +194,7 @@ fn read_one(
     };
     let Some(partition) = &target.partition else {
         entry.error_code = code(KafkaError::UnknownTopicOrPartition);
-        return entry;
+        return (entry, 0);
     };
     if fetch.version >= 9
         && target.current_leader_epoch >= 0
@@ -186,9 +205,10 @@ fn read_one(
         } else {
             KafkaError::FencedLeaderEpoch
         });
-        return entry;
+        return (entry, 0);
     }
     let max_bytes = target.partition_max_bytes.min(remaining);
+    let mut records = 0;
     match partition.read(
         target.fetch_offset,
         max_bytes,
@@ -208,6 +228,7 @@ fn read_one(
                 );
             }
             entry.records = read.records;
+            records = read.record_count;
         }
         Err(err) => {
             entry.error_code = error_code::from_storage(&err);
@@ -216,5 +237,5 @@ fn read_one(
             entry.log_start_offset = partition.log_start_offset();
         }
     }
-    entry
+    (entry, records)
 }

@@ -1,4 +1,5 @@
-//! The operator's view of groups: DescribeGroups, ListGroups and DeleteGroups.
+//! The operator's view of groups: DescribeGroups, ListGroups, DeleteGroups, and the
+//! committed offsets the metrics endpoint exports.
 
 use tracing::info;
 
@@ -77,6 +78,41 @@ impl GroupCoordinator {
             .collect();
         listing.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         listing
+    }
+
+    /// The committed offsets of the first `max_groups` groups that have any, by group id (so
+    /// the same groups are chosen from one scrape to the next). Offsets pending in open
+    /// transactions are not included. The lock is held for a copy of those groups' offsets.
+    pub fn committed_offsets(&self, max_groups: usize) -> CommittedOffsets {
+        let inner = self.lock();
+        let mut ids: Vec<&String> = inner
+            .groups
+            .iter()
+            .filter(|(_, g)| !g.offsets.is_empty())
+            .map(|(id, _)| id)
+            .collect();
+        let groups_left_out = ids.len().saturating_sub(max_groups);
+        if groups_left_out > 0 {
+            ids.select_nth_unstable(max_groups);
+            ids.truncate(max_groups);
+        }
+        ids.sort_unstable();
+        let groups = ids
+            .into_iter()
+            .filter_map(|id| inner.groups.get(id))
+            .map(|group| GroupOffsets {
+                group_id: group.id.clone(),
+                offsets: group
+                    .offsets
+                    .iter()
+                    .map(|((topic, partition), value)| (topic.clone(), *partition, value.offset))
+                    .collect(),
+            })
+            .collect();
+        CommittedOffsets {
+            groups,
+            groups_left_out,
+        }
     }
 
     /// Deletes empty groups with their offsets. Per group, `None` or the error.

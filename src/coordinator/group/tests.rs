@@ -429,6 +429,32 @@ fn a_partition_that_cannot_be_loaded_makes_only_its_groups_unavailable() {
     assert_eq!(reloaded.fetch_offsets(other, None)[0].offset, 7);
 }
 
+#[test]
+fn committed_offsets_are_listed_for_a_bounded_number_of_groups() {
+    let log = MemoryLog::new(1);
+    let c = coordinator(&log);
+    for (group, offset) in [("c", 3), ("a", 1), ("b", 2)] {
+        c.commit_offsets(commit_outside_protocol(group, offset), &|_, _| true, 0)
+            .unwrap();
+    }
+    let _joining = c.join(join_request_for("no-offsets"), 0);
+    let all = c.committed_offsets(10);
+    assert_eq!(all.groups_left_out, 0);
+    let expected: Vec<GroupOffsets> = [("a", 1), ("b", 2), ("c", 3)]
+        .into_iter()
+        .map(|(group, offset)| GroupOffsets {
+            group_id: group.to_string(),
+            offsets: vec![("t".to_string(), 0, offset)],
+        })
+        .collect();
+    assert_eq!(all.groups, expected);
+    let capped = c.committed_offsets(2);
+    assert_eq!(capped.groups_left_out, 1);
+    let ids: Vec<&str> = capped.groups.iter().map(|g| g.group_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"], "the first groups by id, every scrape");
+    assert!(c.committed_offsets(0).groups.is_empty());
+}
+
 fn join_request_for(group: &str) -> JoinRequest {
     JoinRequest {
         group_id: group.into(),

@@ -256,3 +256,19 @@ pub struct GroupListing {
     pub protocol_type: String,
     pub state: &'static str,
 }
+
+/// A group's committed offsets, for the metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffsets {
+    pub group_id: String,
+    /// `(topic, partition, committed offset)`, in topic and partition order.
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
+/// The committed offsets of a bounded number of groups (`GroupCoordinator::committed_offsets`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommittedOffsets {
+    pub groups: Vec<GroupOffsets>,
+    /// Groups with committed offsets that were left out to stay within the bound.
+    pub groups_left_out: usize,
+}

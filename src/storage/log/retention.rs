@@ -42,6 +42,11 @@ impl RetiredSegments {
         self.segments.len()
     }
 
+    /// Bytes of the segments' log files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size_bytes).sum()
+    }
+
     /// Renames every file of the segments to `<name>.deleted` (the log-start checkpoint
     /// must already say they are gone) and returns the new paths, to remove after the
     /// delay. Readers holding a segment's file keep reading it until they let go.
