@@ -16,6 +16,8 @@ pub const W4_TARGET_BYTES_PER_S: u64 = 20 * 1024 * 1024;
 pub const W4_KEY_BYTES: usize = 8;
 pub const W4_VALUE_BYTES: usize = 1024 - W4_KEY_BYTES;
 pub const W4_DISTINCT_KEYS: u64 = 100_000;
+/// W7's rate: 10 MiB/s of 1 KiB keyed records, each key written again every ~10 s.
+pub const W7_RECORDS_PER_S: u64 = 10_240;
 /// `linger.ms` of throughput phases and of the fixed-rate latency phases.
 pub const THROUGHPUT_LINGER_MS: u32 = 5;
 pub const LATENCY_LINGER_MS: u32 = 0;
@@ -36,16 +38,18 @@ pub enum WorkloadId {
     W4,
     W5,
     W6,
+    W7,
 }
 
 impl WorkloadId {
-    pub const ALL: [WorkloadId; 6] = [
+    pub const ALL: [WorkloadId; 7] = [
         WorkloadId::W1,
         WorkloadId::W2,
         WorkloadId::W3,
         WorkloadId::W4,
         WorkloadId::W5,
         WorkloadId::W6,
+        WorkloadId::W7,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +60,7 @@ impl WorkloadId {
             WorkloadId::W4 => "W4",
             WorkloadId::W5 => "W5",
             WorkloadId::W6 => "W6",
+            WorkloadId::W7 => "W7",
         }
     }
 
@@ -67,6 +72,7 @@ impl WorkloadId {
             WorkloadId::W4 => "many partitions: 1,000 then 10,000, keyed, 20 MiB/s total",
             WorkloadId::W5 => "backlog: produce a backlog, then catch up from the start with a cold page cache, then warm",
             WorkloadId::W6 => "topic compression: distinct 1 KiB text records produced uncompressed, 8 partitions, unthrottled, no reader; stored as produced, then into a compression.type=zstd topic (every batch recompressed)",
+            WorkloadId::W7 => "compaction: 1 KiB records with 8-byte keys over 100,000 keys at 10,240/s (10 MiB/s), 4 partitions of 4 MiB segments, no reader; into a cleanup.policy=delete topic, then a compact one the log cleaner cleans while it is written",
         }
     }
 
@@ -212,6 +218,32 @@ impl WorkloadId {
                     },
                 ]
             }
+            WorkloadId::W7 => {
+                let delete: &'static [(&str, &str)] =
+                    &[("cleanup.policy", "delete"), ("segment.bytes", "4194304")];
+                let compact: &'static [(&str, &str)] = &[
+                    ("cleanup.policy", "compact"),
+                    ("segment.bytes", "4194304"),
+                    ("min.cleanable.dirty.ratio", "0.1"),
+                ];
+                let keyed = |name, topic, topic_configs| PhaseSpec {
+                    key_bytes: W4_KEY_BYTES,
+                    readers: Readers::None,
+                    topic_configs,
+                    ..live(
+                        name,
+                        topic,
+                        4,
+                        W4_VALUE_BYTES,
+                        "all",
+                        Load::Rate(W7_RECORDS_PER_S),
+                    )
+                };
+                vec![
+                    keyed("keyed-delete", "bench-w7-delete", delete),
+                    keyed("keyed-compact", "bench-w7-compact", compact),
+                ]
+            }
             WorkloadId::W5 => {
                 let topic = "bench-w5-backlog";
                 vec![
@@ -242,6 +274,7 @@ impl WorkloadId {
             WorkloadId::W4 => "10000-partitions",
             WorkloadId::W5 => "cold-catch-up",
             WorkloadId::W6 => "to-zstd",
+            WorkloadId::W7 => "keyed-compact",
         }
     }
 }

@@ -253,11 +253,11 @@ impl LogCleaner {
             }
             Ok(outcome)
         });
-        self.finish(&chosen, result);
+        self.finish(&chosen, now_ms, result);
         true
     }
 
-    fn finish(&self, chosen: &Chosen, result: Result<PassStats, PassError>) {
+    fn finish(&self, chosen: &Chosen, now_ms: i64, result: Result<PassStats, PassError>) {
         let (topic, index) = (&chosen.key.0, chosen.key.1);
         let mut progress = crate::sync::lock(&self.progress, "cleaner progress");
         progress.in_progress.remove(&chosen.key);
@@ -266,7 +266,9 @@ impl LogCleaner {
                 progress
                     .checkpoints
                     .insert(chosen.key.clone(), stats.end_offset);
-                match stats.next_horizon_ms {
+                // A horizon already past that the pass left in place cannot be acted on
+                // (nothing more to remove there): it must not bring the log back at once.
+                match stats.next_horizon_ms.filter(|h| *h > now_ms) {
                     Some(horizon) => progress.horizons.insert(chosen.key.clone(), horizon),
                     None => progress.horizons.remove(&chosen.key),
                 };

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 pub struct BenchArgs {
     /// Workloads to run (repeatable): W1 small records, W2 1 KiB records and fan-out, W3
     /// fixed-rate latency, W4 many partitions, W5 backlog catch-up, W6
-    /// topic compression (recompression to zstd).
+    /// topic compression (recompression to zstd), W7 compaction (the log cleaner at work).
     #[arg(
         long,
         value_enum,
@@ -53,6 +53,8 @@ pub enum WorkloadArg {
     W5,
     #[value(name = "W6")]
     W6,
+    #[value(name = "W7")]
+    W7,
     All,
 }
 
@@ -69,6 +71,7 @@ pub fn run(args: BenchArgs) -> i32 {
             WorkloadArg::W4 => &[WorkloadId::W4],
             WorkloadArg::W5 => &[WorkloadId::W5],
             WorkloadArg::W6 => &[WorkloadId::W6],
+            WorkloadArg::W7 => &[WorkloadId::W7],
             WorkloadArg::All => &WorkloadId::ALL,
         };
         workloads.extend_from_slice(chosen);

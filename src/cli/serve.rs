@@ -111,7 +111,7 @@ pub fn run(args: ServeArgs) -> i32 {
                 // One line for all of them, so none is missed among the startup lines.
                 warn!(
                     keys = %unknown.join(", "),
-                    "ignoring configuration keys Ferry does not know or support"
+                    "ignoring configuration keys Ferry does not know or act on"
                 );
             }
             config

@@ -228,14 +228,15 @@ pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
 
 impl BrokerConfig {
     /// Builds the configuration from Kafka-style properties (file contents and overrides,
-    /// later entries winning). Unknown keys are returned so the caller can warn about them.
+    /// later entries winning). Unknown keys, and keys accepted without effect (the defaults
+    /// of topic keys Ferry does not act on), are returned so the caller can warn about them.
     pub fn from_properties(
         props: &BTreeMap<String, String>,
     ) -> Result<(BrokerConfig, Vec<String>), ConfigError> {
         let mut config = BrokerConfig::default();
         let mut unknown = Vec::new();
         for (key, value) in props {
-            if !config.apply(key, value)? {
+            if !config.apply(key, value)? || topic::is_inert_broker_key(key) {
                 unknown.push(key.clone());
             }
         }
@@ -676,6 +677,31 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn keys_without_effect_are_listed_with_the_unknown_ones() {
+        let (config, listed) = BrokerConfig::from_properties(&props(&[
+            ("log.roll.jitter.hours", "1"),
+            ("log.message.timestamp.after.max.ms", "1000"),
+            ("log.cleaner.min.cleanable.ratio", "0.2"),
+            ("log.cleaner.threads", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            listed,
+            vec![
+                "log.message.timestamp.after.max.ms".to_string(),
+                "log.roll.jitter.hours".to_string()
+            ]
+        );
+        assert_eq!(config.cleaner.threads, 2);
+        assert_eq!(
+            config
+                .topic_defaults
+                .default_value("min.cleanable.dirty.ratio"),
+            Some("0.2")
+        );
     }
 
     #[test]

@@ -364,6 +364,18 @@ pub fn broker_key_type(name: &str) -> Option<ConfigType> {
 /// (`ferry.max.decompressed.batch.bytes`).
 const DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
 
+/// Whether `name` is a broker key that only sets the default of a topic key Ferry accepts
+/// without acting on it (`log.roll.jitter.ms`, ...): startup lists it among the keys
+/// without effect.
+pub fn is_inert_broker_key(name: &str) -> bool {
+    let topic_key = SCALED_BROKER_KEYS
+        .iter()
+        .find(|(k, _, _)| *k == name)
+        .and_then(|(_, topic_key, _)| lookup(topic_key))
+        .or_else(|| TOPIC_KEYS.iter().find(|k| k.broker_key == Some(name)));
+    topic_key.is_some_and(|k| matches!(k.kind, Kind::Inert))
+}
+
 pub fn lookup(name: &str) -> Option<&'static TopicKey> {
     TOPIC_KEYS.iter().find(|k| k.name == name)
 }
@@ -489,6 +501,12 @@ impl TopicDefaults {
         for (name, value) in overrides {
             let key = lookup(name).ok_or_else(|| invalid(name, "unknown topic config key"))?;
             check(key, value)?;
+            if matches!(key.kind, Kind::Inert) && value.trim() != key.default {
+                tracing::warn!(
+                    key = name,
+                    "topic config accepted as Kafka has it, but it has no effect in Ferry"
+                );
+            }
         }
         Ok(())
     }

@@ -26,6 +26,10 @@ const GROUPS: &[&str] = &[
 /// Idempotence and transactions.
 const TRANSACTIONS: &[&str] = &["0090", "0103", "0129"];
 
+/// Compacted topics: 0077 creates its topic with `kafka-topics.sh`, which
+/// `scripts/kafka-shim` provides on top of `ferry topics create`.
+const COMPACTION: &[&str] = &["0077"];
+
 /// Cooperative-sticky incremental rebalancing.
 const COOPERATIVE: &[&str] = &["0113"];
 
@@ -48,6 +52,10 @@ struct Subset {
     extra_args: &'static str,
     /// Runs of a failed test after the first.
     retries: u32,
+    /// Extra broker settings (`--override` values).
+    broker_overrides: &'static [&'static str],
+    /// Whether the suite gets `KAFKA_PATH` (the kafka-topics.sh shim) and `BROKERS`.
+    kafka_tools: bool,
 }
 
 /// Runs a subset's tests against a fresh broker.
@@ -57,6 +65,8 @@ fn run_subset(subset: &Subset) -> Result<(), String> {
         tests,
         extra_args,
         retries,
+        broker_overrides,
+        kafka_tools,
     } = subset;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -67,18 +77,25 @@ fn run_subset(subset: &Subset) -> Result<(), String> {
     // brokers: 0103 creates topics with replication factor 3, which a single node serves
     // with one replica when capped.
     let broker_log = report_dir.join(format!("{name}-broker.log"));
-    let broker = Broker::start_logging_to(
-        dir.path(),
-        &[
-            "--override",
-            "num.partitions=4",
-            "--override",
-            "ferry.replication.factor.cap=true",
-        ],
-        &broker_log,
-    );
+    let mut args = vec![
+        "--override",
+        "num.partitions=4",
+        "--override",
+        "ferry.replication.factor.cap=true",
+    ];
+    for setting in *broker_overrides {
+        args.extend(["--override", setting]);
+    }
+    let broker = Broker::start_logging_to(dir.path(), &args, &broker_log);
     let out = report_dir.join(format!("{name}.md"));
-    let status = Command::new("bash")
+    let mut command = Command::new("bash");
+    if *kafka_tools {
+        command
+            .env("KAFKA_PATH", root.join("scripts/kafka-shim"))
+            .env("BROKERS", &broker.bootstrap)
+            .env("FERRY_BIN", env!("CARGO_BIN_EXE_ferry"));
+    }
+    let status = command
         .arg(root.join("scripts/librdkafka-suite.sh"))
         .args([
             "--bootstrap",
@@ -161,10 +178,22 @@ fn librdkafka_suite_passes() {
         tests,
         extra_args,
         retries,
+        broker_overrides: &[],
+        kafka_tools: false,
+    };
+    // 0077 waits a fixed 20-30 s per case for compaction; a 1 s cleaner backoff makes
+    // the cleaning happen well inside that.
+    let compaction = Subset {
+        broker_overrides: &["log.cleaner.backoff.ms=1000"],
+        kafka_tools: true,
+        ..subset("compaction", COMPACTION, "", 1)
     };
     let lanes = [
         vec![subset("groups", GROUPS, "", 1)],
-        vec![subset("cooperative", COOPERATIVE, "", COOPERATIVE_RETRIES)],
+        vec![
+            subset("cooperative", COOPERATIVE, "", COOPERATIVE_RETRIES),
+            compaction,
+        ],
         vec![
             subset("produce-consume", PRODUCE_CONSUME, "", 1),
             subset("produce-consume-idempotent", PRODUCE_CONSUME, "-P", 1),

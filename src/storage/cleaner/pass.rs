@@ -435,14 +435,10 @@ impl Pass<'_, '_> {
                     Decision::Keep => cleaned.append(bytes, &header)?,
                     Decision::Rewritten => {
                         let rewritten = batch::validate(&self.scratch)?;
-                        self.note_horizon(&rewritten);
                         cleaned.append(&self.scratch, &rewritten)?;
                     }
                     Decision::Empty => append_empty(cleaned, &header)?,
                     Decision::Drop => self.stats.batches_removed += 1,
-                }
-                if matches!(decision, Decision::Keep) {
-                    self.note_horizon(&header);
                 }
             }
             let read = source.read_bytes();
@@ -451,11 +447,11 @@ impl Pass<'_, '_> {
         Ok(())
     }
 
-    fn note_horizon(&mut self, header: &BatchHeader) {
-        if let Some(horizon) = header.delete_horizon_ms() {
-            let next = self.stats.next_horizon_ms.get_or_insert(horizon);
-            *next = (*next).min(horizon);
-        }
+    /// Records that a kept batch holds something (a tombstone, a removable marker) a pass
+    /// after `horizon` removes.
+    fn note_horizon(&mut self, horizon: i64) {
+        let next = self.stats.next_horizon_ms.get_or_insert(horizon);
+        *next = (*next).min(horizon);
     }
 
     fn horizon(&self) -> i64 {
@@ -506,11 +502,17 @@ impl Pass<'_, '_> {
             return Ok(removed_all(self));
         }
         self.stats.records_removed += (raw.len() - kept.len()) as u64;
-        let stamp = horizon.is_none() && kept.iter().any(|r| r.value_is_null);
+        let tombstones = kept.iter().any(|r| r.value_is_null);
+        let stamp = horizon.is_none() && tombstones;
+        let new_horizon = stamp.then(|| self.horizon());
+        if tombstones {
+            if let Some(h) = horizon.or(new_horizon) {
+                self.note_horizon(h);
+            }
+        }
         if kept.len() == raw.len() && !stamp {
             return Ok(Decision::Keep);
         }
-        let new_horizon = stamp.then(|| self.horizon());
         rewrite::rewrite(bytes, header, &kept, new_horizon, &mut self.scratch)?;
         Ok(Decision::Rewritten)
     }
@@ -534,7 +536,10 @@ impl Pass<'_, '_> {
                 }
                 Ok(Decision::Drop)
             }
-            Some(_) => Ok(Decision::Keep),
+            Some(horizon) => {
+                self.note_horizon(horizon);
+                Ok(Decision::Keep)
+            }
             None if header.records_count == 0 => Ok(Decision::Drop),
             None => {
                 let area = recompress::records_area(
@@ -544,6 +549,7 @@ impl Pass<'_, '_> {
                 )?;
                 let raw = records::raw_records(&area, header.records_count)?;
                 let horizon = self.horizon();
+                self.note_horizon(horizon);
                 rewrite::rewrite(bytes, header, &raw, Some(horizon), &mut self.scratch)?;
                 Ok(Decision::Rewritten)
             }
