@@ -251,7 +251,8 @@ struct Pass<'v, 'c> {
 }
 
 /// Cleans `view` as `selection` says, handing each cleaned segment to `swap` (which puts
-/// it in the log under the partition lock). The log is changed only by `swap`; an error
+/// it in the log under the partition lock); a segment that would come out unchanged is
+/// left in place. The log is changed only by `swap`; an error
 /// leaves the segments swapped so far in place, each complete.
 pub fn run(
     view: &CleaningView,
@@ -278,7 +279,9 @@ pub fn run(
         .collect();
     let mut walk = TxnTracker::new(&view.aborted, view.log_start_offset);
     for group in group_by_size(&segments, view.config.segment_bytes) {
-        let cleaned = pass.clean_group(&group, end, &mut walk)?;
+        let Some(cleaned) = pass.clean_group(&group, end, &mut walk)? else {
+            continue;
+        };
         match swap(cleaned)? {
             SwapOutcome::Swapped { .. } => {
                 pass.stats.segments_written += 1;
@@ -378,7 +381,7 @@ impl Pass<'_, '_> {
         group: &[&SourceSegment],
         end: i64,
         walk: &mut TxnTracker,
-    ) -> Result<CleanedSegment, PassError> {
+    ) -> Result<Option<CleanedSegment>, PassError> {
         let Some((first, rest)) = group.split_first() else {
             return Err(PassError::Stale);
         };
@@ -393,17 +396,24 @@ impl Pass<'_, '_> {
         }
         let filled = self
             .fill_group(group, end, walk, &mut cleaned)
-            .and_then(|()| {
+            .and_then(|changed| {
                 for offset in self.removed_abort_markers.drain(..) {
                     cleaned.removed_abort_marker(offset);
                 }
-                Ok(cleaned.finish(&self.view.aborted)?)
+                if changed {
+                    cleaned.finish(&self.view.aborted)?;
+                }
+                Ok(changed)
             });
         match filled {
-            Ok(()) => {
+            Ok(true) => {
                 self.stats.bytes_written += cleaned.size_bytes();
                 self.context.throttler.maybe_throttle(cleaned.size_bytes());
-                Ok(cleaned)
+                Ok(Some(cleaned))
+            }
+            Ok(false) => {
+                cleaned.discard();
+                Ok(None)
             }
             Err(err) => {
                 cleaned.discard();
@@ -412,13 +422,19 @@ impl Pass<'_, '_> {
         }
     }
 
+    /// Copies the group's batches as decided into `cleaned`; false when the group is one
+    /// segment whose every batch stays as it is (then nothing was written: a cleaned copy
+    /// would be the same bytes). Writing starts at the first batch that changes, after
+    /// copying the unchanged ones before it.
     fn fill_group(
         &mut self,
         group: &[&SourceSegment],
         end: i64,
         walk: &mut TxnTracker,
         cleaned: &mut CleanedSegment,
-    ) -> Result<(), PassError> {
+    ) -> Result<bool, PassError> {
+        // Merging segments is a change in itself.
+        let mut writing = group.len() > 1;
         for segment in group {
             let mut source = self.source(segment);
             loop {
@@ -431,6 +447,13 @@ impl Pass<'_, '_> {
                 } else {
                     self.decide(&header, bytes, walk)?
                 };
+                if !writing {
+                    if matches!(decision, Decision::Keep) {
+                        continue;
+                    }
+                    self.copy_unchanged(segment, header.base_offset, cleaned)?;
+                    writing = true;
+                }
                 match decision {
                     Decision::Keep => cleaned.append(bytes, &header)?,
                     Decision::Rewritten => {
@@ -444,6 +467,25 @@ impl Pass<'_, '_> {
             let read = source.read_bytes();
             self.account_read(read);
         }
+        Ok(writing)
+    }
+
+    /// Appends `segment`'s batches below `before` to `cleaned` as they are.
+    fn copy_unchanged(
+        &mut self,
+        segment: &SourceSegment,
+        before: i64,
+        cleaned: &mut CleanedSegment,
+    ) -> Result<(), PassError> {
+        let mut source = self.source(segment);
+        while let Some((header, bytes)) = source.next_batch()? {
+            if header.base_offset >= before {
+                break;
+            }
+            cleaned.append(bytes, &header)?;
+        }
+        let read = source.read_bytes();
+        self.account_read(read);
         Ok(())
     }
 
