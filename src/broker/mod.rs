@@ -4,6 +4,7 @@
 
 pub mod activity;
 mod coordinators;
+pub mod authorized_ops;
 pub mod delayed_deletes;
 pub mod dispatch;
 pub mod error_code;

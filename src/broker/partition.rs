@@ -609,7 +609,8 @@ impl Partition {
         } else {
             offset
         };
-        if target > self.high_watermark() {
+        // Kafka: a negative offset other than -1 (the high watermark) is out of range too.
+        if target < 0 || target > self.high_watermark() {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start_offset: self.log_start_offset(),

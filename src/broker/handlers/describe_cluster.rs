@@ -9,7 +9,7 @@ use proto_kafka::messages::{BrokerId, DescribeClusterRequest, DescribeClusterRes
 use super::str_bytes;
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{code, KafkaError};
-use crate::broker::Broker;
+use crate::broker::{authorized_ops, Broker};
 
 /// DescribeCluster v1 endpoint type for brokers (2 would be controllers).
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
@@ -22,7 +22,9 @@ pub fn handle(
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(&broker.cluster_id))
         .with_controller_id(BrokerId(broker.node_id))
-        .with_cluster_authorized_operations(i32::MIN);
+        .with_cluster_authorized_operations(authorized_ops::cluster(
+            request.include_cluster_authorized_operations,
+        ));
     if ctx.api_version >= 1 {
         response.endpoint_type = ENDPOINT_TYPE_BROKERS;
         if request.endpoint_type != ENDPOINT_TYPE_BROKERS {

@@ -7,7 +7,7 @@ use proto_kafka::messages::{DescribeGroupsRequest, DescribeGroupsResponse, Group
 
 use super::str_bytes;
 use crate::broker::dispatch::{Handled, RequestContext};
-use crate::broker::Broker;
+use crate::broker::{authorized_ops, Broker};
 
 pub fn handle(
     broker: &Arc<Broker>,
@@ -43,7 +43,8 @@ pub fn handle(
                 .with_protocol_data(str_bytes(&g.protocol))
                 .with_members(members);
             if ctx.api_version >= 3 {
-                described.authorized_operations = i32::MIN;
+                described.authorized_operations =
+                    authorized_ops::group(request.include_authorized_operations);
             }
             described
         })

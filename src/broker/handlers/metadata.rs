@@ -18,10 +18,10 @@ use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{self, code, KafkaError, NONE};
 use crate::broker::partition::LEADER_EPOCH;
 use crate::broker::topics::{Topic, TopicError, TopicSpec};
-use crate::broker::Broker;
+use crate::broker::{authorized_ops, Broker};
 
 /// Sentinel for "authorized operations not requested".
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+const OPERATIONS_NOT_REQUESTED: i32 = authorized_ops::NOT_REQUESTED;
 
 pub fn handle(
     broker: &Arc<Broker>,
@@ -34,6 +34,10 @@ pub fn handle(
         Some(list) => version == 0 && list.is_empty(),
     };
     let allow_create = version < 4 || request.allow_auto_topic_creation;
+    let topic_operations =
+        authorized_ops::topic(version >= 8 && request.include_topic_authorized_operations);
+    let cluster_operations =
+        authorized_ops::cluster(request.include_cluster_authorized_operations);
     let topics = if all_topics {
         broker
             .topics
@@ -51,6 +55,13 @@ pub fn handle(
             })
             .collect()
     };
+    let mut topics: Vec<MetadataResponseTopic> = topics;
+    if version >= 8 {
+        // KIP-430: for the topics described (not those answered with an error).
+        for entry in topics.iter_mut().filter(|t| t.error_code == NONE) {
+            entry.topic_authorized_operations = topic_operations;
+        }
+    }
     let mut response = MetadataResponse::default()
         .with_brokers(vec![broker_entry(broker)])
         .with_topics(topics);
@@ -61,7 +72,7 @@ pub fn handle(
         response.cluster_id = Some(str_bytes(&broker.cluster_id));
     }
     if (8..=10).contains(&version) {
-        response.cluster_authorized_operations = OPERATIONS_NOT_REQUESTED;
+        response.cluster_authorized_operations = cluster_operations;
     }
     Handled::Now(response)
 }

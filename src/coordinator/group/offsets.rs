@@ -371,9 +371,13 @@ fn validate_commit(group: &Group, request: &CommitRequest) -> Result<(), GroupEr
         if !group.has_member(&request.member_id) {
             return Err(GroupError::UnknownMemberId);
         }
-    }
-    if request.generation_id != group.generation_id {
-        return Err(GroupError::IllegalGeneration);
+        if request.generation_id != group.generation_id {
+            return Err(GroupError::IllegalGeneration);
+        }
+    } else {
+        // A commit from outside the group protocol (an admin client) while the group has
+        // members: only members may commit (Kafka's ClassicGroup.validateOffsetCommit).
+        return Err(GroupError::UnknownMemberId);
     }
     if group.state == GroupState::CompletingRebalance {
         return Err(GroupError::RebalanceInProgress);

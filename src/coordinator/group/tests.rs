@@ -258,6 +258,11 @@ fn commits_follow_kafkas_generation_rules() {
         c.commit_offsets(commit("ghost", 1, 8), &exists, 0),
         Err(GroupError::UnknownMemberId)
     ));
+    // An admin client's commit (no member, generation -1) while the group has members.
+    assert!(matches!(
+        c.commit_offsets(commit("", -1, 8), &exists, 0),
+        Err(GroupError::UnknownMemberId)
+    ));
     // A new member arrives: PreparingRebalance, and a's commit for the current
     // generation is still accepted (cooperative members keep working).
     let _ = join_new(&c, 0);
