@@ -3,8 +3,8 @@
 //! codes. Transport-agnostic: a decoded request goes in, an encoded response comes out.
 
 pub mod activity;
-mod coordinators;
 pub mod authorized_ops;
+mod coordinators;
 pub mod delayed_deletes;
 pub mod dispatch;
 pub mod error_code;

@@ -36,8 +36,7 @@ pub fn handle(
     let allow_create = version < 4 || request.allow_auto_topic_creation;
     let topic_operations =
         authorized_ops::topic(version >= 8 && request.include_topic_authorized_operations);
-    let cluster_operations =
-        authorized_ops::cluster(request.include_cluster_authorized_operations);
+    let cluster_operations = authorized_ops::cluster(request.include_cluster_authorized_operations);
     let topics = if all_topics {
         broker
             .topics
