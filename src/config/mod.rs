@@ -2,6 +2,7 @@
 //! thing, a few Ferry-specific limits (prefixed `ferry.`), and command-line overrides.
 //! The only module that reads configuration; everything else receives typed values.
 
+mod security;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -236,6 +237,7 @@ impl BrokerConfig {
         let mut config = BrokerConfig::default();
         let mut unknown = Vec::new();
         for (key, value) in props {
+            security::check_key(key, value)?;
             if !config.apply(key, value)? || topic::is_inert_broker_key(key) {
                 unknown.push(key.clone());
             }
@@ -255,8 +257,14 @@ impl BrokerConfig {
     /// Applies one key; returns false if the key is not one Ferry knows.
     fn apply(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
         match key {
-            "listeners" => self.listen = resolve(key, &parse_listener(key, value)?)?,
-            "advertised.listeners" => self.advertised = Some(parse_listener(key, value)?),
+            "listeners" => {
+                security::check_listeners(key, value)?;
+                self.listen = resolve(key, &parse_listener(key, value)?)?
+            }
+            "advertised.listeners" => {
+                security::check_listeners(key, value)?;
+                self.advertised = Some(parse_listener(key, value)?)
+            }
             "log.dirs" | "log.dir" => {
                 let dirs: Vec<&str> = value.split(',').map(str::trim).collect();
                 if dirs.len() != 1 || dirs[0].is_empty() {
@@ -761,6 +769,15 @@ mod tests {
             ("ferry.journal.file.bytes", "4294967296"),
             ("ferry.metrics.listen", "127.0.0.1"),
             ("ferry.metrics.listen", "http://127.0.0.1:9308"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9094",
+            ),
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            (
+                "authorizer.class.name",
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            ),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(key, value)])).unwrap_err();
             assert_eq!(err.key, key);

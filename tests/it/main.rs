@@ -27,6 +27,7 @@ mod responses;
 mod restart;
 mod restart_model;
 mod retention;
+mod security_config;
 mod support;
 mod topics_cli;
 mod transactions;
