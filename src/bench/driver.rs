@@ -435,6 +435,16 @@ enum Until {
     Bytes(u64),
 }
 
+impl Until {
+    /// Whether a producer `elapsed_us` into its phase, having queued `queued_bytes`, stops.
+    fn reached(self, elapsed_us: u64, queued_bytes: u64) -> bool {
+        match self {
+            Until::Micros(duration_us) => elapsed_us >= duration_us,
+            Until::Bytes(budget) => queued_bytes >= budget,
+        }
+    }
+}
+
 /// Sends unkeyed records as fast as librdkafka takes them: `SEND_BATCH_RECORDS` at a time
 /// to one partition, moving to the next every `STICKY_RECORDS`. Failures go to `stats`.
 fn send_unthrottled(
@@ -449,11 +459,10 @@ fn send_unthrottled(
     let mut sent_records = 0u64;
     let mut now_us = start_us;
     loop {
-        let done = match until {
-            Until::Micros(duration_us) => now_us.saturating_sub(start_us) >= duration_us,
-            Until::Bytes(budget) => sent_records * spec.record_bytes() as u64 >= budget,
-        };
-        if done {
+        if until.reached(
+            now_us.saturating_sub(start_us),
+            sent_records * spec.record_bytes() as u64,
+        ) {
             break;
         }
         value[..8].copy_from_slice(&now_us.to_be_bytes());
@@ -550,11 +559,10 @@ fn send_distinct(
     let mut sent_records = 0u64;
     let mut now_us = start_us;
     loop {
-        let done = match until {
-            Until::Micros(duration_us) => now_us.saturating_sub(start_us) >= duration_us,
-            Until::Bytes(budget) => sent_records * spec.record_bytes() as u64 >= budget,
-        };
-        if done {
+        if until.reached(
+            now_us.saturating_sub(start_us),
+            sent_records * spec.record_bytes() as u64,
+        ) {
             break;
         }
         let partition = ((sent_records / STICKY_RECORDS) % partitions) as i32;

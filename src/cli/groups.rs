@@ -10,8 +10,9 @@ use ferry::admin::render::{Table, Value};
 use ferry::admin::time;
 use ferry::client::{ClientError, Cluster};
 
+/// The options every over-the-wire tool shares: where the cluster is, and how to print.
 #[derive(Debug, Args)]
-pub struct GroupsArgs {
+pub struct ClusterArgs {
     /// A broker of the cluster to talk to.
     #[arg(
         long,
@@ -23,6 +24,12 @@ pub struct GroupsArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table", global = true)]
     pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupsArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(subcommand)]
     pub command: GroupsCommand,
 }
@@ -174,7 +181,7 @@ fn kafka_error_name(code: i16) -> String {
 
 async fn run_command(args: GroupsArgs) -> Result<(), String> {
     let err = |e: ClientError| e.to_string();
-    let mut cluster = Cluster::connect(&args.bootstrap, "ferry-groups")
+    let mut cluster = Cluster::connect(&args.cluster.bootstrap, "ferry-groups")
         .await
         .map_err(err)?;
     match args.command {
@@ -183,16 +190,18 @@ async fn run_command(args: GroupsArgs) -> Result<(), String> {
             for g in groups::list(&mut cluster).await.map_err(err)? {
                 table.push(vec![g.group.into(), g.state.into(), g.protocol_type.into()]);
             }
-            print(&table, args.output);
+            print(&table, args.cluster.output);
         }
-        GroupsCommand::Describe { group } => describe(&mut cluster, &group, args.output).await?,
+        GroupsCommand::Describe { group } => {
+            describe(&mut cluster, &group, args.cluster.output).await?
+        }
         GroupsCommand::Delete { groups: names } => {
             let mut table = Table::new(&["group", "result"]);
             let results = groups::delete(&mut cluster, &names).await.map_err(err)?;
             for (group, code) in &results {
                 table.push(vec![group.clone().into(), kafka_error_name(*code).into()]);
             }
-            print(&table, args.output);
+            print(&table, args.cluster.output);
             fail_unless_all_ok(
                 results.iter().map(|(_, code)| *code),
                 "groups were not deleted",
@@ -217,7 +226,7 @@ async fn run_command(args: GroupsArgs) -> Result<(), String> {
                     kafka_error_name(*code).into(),
                 ]);
             }
-            print(&table, args.output);
+            print(&table, args.cluster.output);
             fail_unless_all_ok(results.iter().map(|r| r.2), "offsets were not deleted")?;
         }
         GroupsCommand::ResetOffsets(reset) => {
@@ -252,8 +261,8 @@ async fn run_command(args: GroupsArgs) -> Result<(), String> {
                     offset.into(),
                 ]);
             }
-            print(&table, args.output);
-            if !reset.execute && matches!(args.output, Output::Table) {
+            print(&table, args.cluster.output);
+            if !reset.execute && matches!(args.cluster.output, Output::Table) {
                 eprintln!("(dry run: nothing was committed; add --execute to apply)");
             }
         }

@@ -7,21 +7,12 @@ use ferry::admin::render::{json_string, Table, Value};
 use ferry::admin::topics::{self, ConfigDetails, Target};
 use ferry::client::{ClientError, Cluster};
 
-use super::groups::Output;
+use super::groups::{ClusterArgs, Output};
 
 #[derive(Debug, Args)]
 pub struct TopicsArgs {
-    /// A broker of the cluster to talk to.
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    pub bootstrap: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table", global = true)]
-    pub output: Output,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(subcommand)]
     pub command: TopicsCommand,
 }
@@ -64,15 +55,8 @@ pub enum TopicsCommand {
 
 #[derive(Debug, Args)]
 pub struct ConfigsArgs {
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    pub bootstrap: String,
-    #[arg(long, value_enum, default_value = "table", global = true)]
-    pub output: Output,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(subcommand)]
     pub command: ConfigsCommand,
 }
@@ -158,10 +142,10 @@ fn done(output: Output, what: String) {
 
 pub fn run_topics(args: TopicsArgs) -> i32 {
     block_on(async move {
-        let mut cluster = Cluster::connect(&args.bootstrap, "ferry-topics")
+        let mut cluster = Cluster::connect(&args.cluster.bootstrap, "ferry-topics")
             .await
             .map_err(err)?;
-        let output = args.output;
+        let output = args.cluster.output;
         match args.command {
             TopicsCommand::Create {
                 topic,
@@ -283,7 +267,7 @@ fn config_table(configs: &[ConfigDetails]) -> Table {
 
 pub fn run_configs(args: ConfigsArgs) -> i32 {
     block_on(async move {
-        let mut cluster = Cluster::connect(&args.bootstrap, "ferry-configs")
+        let mut cluster = Cluster::connect(&args.cluster.bootstrap, "ferry-configs")
             .await
             .map_err(err)?;
         match args.command {
@@ -291,7 +275,7 @@ pub fn run_configs(args: ConfigsArgs) -> i32 {
                 let configs = topics::describe_configs(&mut cluster, resource.target())
                     .await
                     .map_err(err)?;
-                print(&config_table(&configs), args.output);
+                print(&config_table(&configs), args.cluster.output);
             }
             ConfigsCommand::Alter {
                 resource,
@@ -305,7 +289,7 @@ pub fn run_configs(args: ConfigsArgs) -> i32 {
                 topics::alter_configs(&mut cluster, resource.target(), &set, &delete)
                     .await
                     .map_err(err)?;
-                done(args.output, "altered".to_string());
+                done(args.cluster.output, "altered".to_string());
             }
         }
         Ok(())

@@ -98,3 +98,57 @@ impl<'a> BatchSource<'a> {
         Ok(Some((header, bytes)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::storage::batch::test_support::build_batch;
+
+    /// A segment file holding one batch of `value_bytes`, then one small batch.
+    fn segment(dir: &Path, value_bytes: usize) -> SourceSegment {
+        let big = vec![b'x'; value_bytes];
+        let mut first = build_batch(0, 1, &[&big]);
+        batch::set_base_offset_and_epoch(&mut first, 0, 0);
+        let mut second = build_batch(0, 2, &[b"small"]);
+        batch::set_base_offset_and_epoch(&mut second, 1, 0);
+        let path = segment::file_path(dir, 0, "log", "");
+        std::fs::write(&path, [first, second].concat()).unwrap();
+        let file = File::open(&path).unwrap();
+        SourceSegment {
+            base_offset: 0,
+            next_offset: 2,
+            size_bytes: file.metadata().unwrap().len(),
+            max_timestamp: 2,
+            file: Arc::new(file),
+        }
+    }
+
+    #[test]
+    fn the_buffer_grows_for_a_batch_up_to_its_limit_and_no_further() {
+        let dir = tempfile::tempdir().unwrap();
+        let source_segment = segment(dir.path(), 10_000);
+        // A 4 KiB buffer grows to read the 10 KB batch when the limit allows it.
+        let mut source = BatchSource::new(dir.path(), &source_segment, 4_096, 64 * 1024);
+        let offsets: Vec<i64> =
+            std::iter::from_fn(|| source.next_batch().unwrap().map(|(h, _)| h.base_offset))
+                .collect();
+        assert_eq!(offsets, vec![0, 1]);
+        // The first 4 KiB are read again when the buffer grows for the large batch.
+        let read = source.read_bytes();
+        assert!(
+            (source_segment.size_bytes..=source_segment.size_bytes + 4_096).contains(&read),
+            "read {read} bytes"
+        );
+        // With the limit at the buffer size, the large batch is refused, not read.
+        let mut source = BatchSource::new(dir.path(), &source_segment, 4_096, 4_096);
+        assert!(matches!(
+            source.next_batch(),
+            Err(StorageError::RecordTooLarge {
+                max_message_bytes: 4_096,
+                ..
+            })
+        ));
+    }
+}
