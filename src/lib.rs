@@ -10,6 +10,8 @@
 //! * [`server`]: composition root wiring the layers together.
 //! * [`client`]: a small Kafka protocol client for Ferry's own tools.
 //! * [`admin`]: operator tools over the wire (`ferry groups`).
+//! * [`mirror`]: migration: links to source clusters, mirror topics at the source's
+//!   offsets, group offsets carried over, promotion (`ferry mirror`).
 //! * [`metrics`]: the Prometheus endpoint (`--metrics-listen`), reading the layers' counters.
 //! * [`logging`]: client text escaped and connection warnings limited per peer in the log.
 //! * [`properties`]: Java `.properties` text used by configs and metadata files.
@@ -25,6 +27,7 @@ pub mod config;
 pub mod coordinator;
 pub mod logging;
 pub mod metrics;
+pub mod mirror;
 pub mod network;
 pub mod properties;
 pub mod protocol;

@@ -179,6 +179,9 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
         .await
         .map_err(|e| ServerError::Runtime(format!("broker startup panicked: {e}")))?
         .map_err(ServerError::Storage)?;
+    // Mirror topics are marked read-only before anyone can connect.
+    let mirror = crate::mirror::Mirror::open(Arc::clone(&broker))
+        .map_err(|e| ServerError::Runtime(e.to_string()))?;
     let (stop, stopped) = watch::channel(false);
     let stats = Arc::new(NetworkStats::default());
     let usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
@@ -208,6 +211,7 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
         queued_bytes,
         stopped,
     ));
+    mirror.start();
     info!(
         listen = %bound,
         advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
@@ -218,6 +222,7 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     termination.received().await;
     info!("shutting down");
     let _ = stop.send(true);
+    mirror.stop();
     if let Err(err) = accept.await {
         error!("accept loop failed: {err}");
     }

@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use proto_kafka::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, GroupId, ListOffsetsRequest,
-    ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, BrokerId, GroupId, ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
+    TopicName,
 };
 use proto_kafka::protocol::StrBytes;
 
@@ -27,8 +27,6 @@ use crate::storage::records::{self, BatchSpec, NewRecord, Record};
 
 /// Records per produce request (and per batch).
 const RECORDS_PER_BATCH: usize = 500;
-/// How long one Fetch may wait for data.
-const FETCH_WAIT_MS: i32 = 500;
 /// Bytes one Fetch asks per partition.
 const FETCH_PARTITION_BYTES: i32 = 1 << 20;
 /// Largest decompressed batch the consumer materialises.
@@ -384,37 +382,19 @@ async fn fetch(
     leader: i32,
     wanted: &[(i32, i64)],
 ) -> Result<Vec<(i32, i64, Vec<Record>)>, ClientError> {
-    use proto_kafka::messages::fetch_request::{FetchPartition, FetchTopic};
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(FETCH_WAIT_MS)
-        .with_min_bytes(1)
-        .with_max_bytes(64 << 20)
-        .with_isolation_level(options.isolation_level)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(name(&options.topic)))
-            .with_partitions(
-                wanted
-                    .iter()
-                    .map(|(partition, at)| {
-                        FetchPartition::default()
-                            .with_partition(*partition)
-                            .with_fetch_offset(*at)
-                            .with_log_start_offset(-1)
-                            .with_partition_max_bytes(FETCH_PARTITION_BYTES)
-                    })
-                    .collect(),
-            )]);
-    let (_, response): (i16, FetchResponse) = cluster
-        .broker(leader)
-        .await?
-        .call(ApiKey::Fetch, 12, &request)
-        .await?;
-    check(response.error_code, || "Fetch".to_string())?;
+    let wanted_full: Vec<(String, i32, i64)> = wanted
+        .iter()
+        .map(|(partition, at)| (options.topic.clone(), *partition, *at))
+        .collect();
+    let limits = crate::mirror::source::FetchLimits {
+        max_bytes: 64 << 20,
+        partition_max_bytes: FETCH_PARTITION_BYTES,
+        isolation_level: options.isolation_level,
+    };
+    let fetched = crate::mirror::source::fetch(cluster, leader, &wanted_full, limits).await?;
     let mut out = Vec::new();
-    for data in response.responses.iter().flat_map(|t| &t.partitions) {
-        let partition = data.partition_index;
+    for data in fetched {
+        let partition = data.partition;
         let at = wanted
             .iter()
             .find(|(p, _)| *p == partition)
@@ -422,14 +402,8 @@ async fn fetch(
         check(data.error_code, || {
             format!("Fetch {}-{partition} at offset {at}", options.topic)
         })?;
-        let aborted: Vec<(i64, i64)> = data
-            .aborted_transactions
-            .iter()
-            .flatten()
-            .map(|a| (a.producer_id.0, a.first_offset))
-            .collect();
-        let bytes = data.records.clone().unwrap_or_default();
-        let (next, records) = visible_records(&bytes, at, &aborted)?;
+        let aborted = data.aborted;
+        let (next, records) = visible_records(&data.records, at, &aborted)?;
         out.push((partition, next, records));
     }
     Ok(out)

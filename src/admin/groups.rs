@@ -116,7 +116,7 @@ async fn describe_raw(cluster: &mut Cluster, group: &str) -> Result<GroupDetails
 }
 
 /// Committed offsets of a group: (topic, partition) -> offset.
-async fn committed_offsets(
+pub async fn committed_offsets(
     cluster: &mut Cluster,
     group: &str,
 ) -> Result<BTreeMap<(String, i32), i64>, ClientError> {
@@ -487,7 +487,7 @@ async fn scope_partitions(
 }
 
 /// Commits offsets from outside the group protocol (generation -1, no member id).
-async fn commit(
+pub async fn commit(
     cluster: &mut Cluster,
     group: &str,
     offsets: &BTreeMap<(String, i32), i64>,

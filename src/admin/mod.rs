@@ -5,6 +5,7 @@
 pub mod console;
 pub mod groups;
 pub mod log_files;
+pub mod mirror;
 pub mod render;
 pub mod time;
 pub mod topics;

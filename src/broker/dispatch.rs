@@ -168,3 +168,8 @@ pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame, peer: SocketAddr) -> 
         other => Reply::Close(format!("{other:?} is advertised but has no handler")),
     }
 }
+
+/// Handles a request of Ferry's own admin API (`protocol::ferry_admin`).
+pub fn ferry_admin(broker: &Arc<Broker>, frame: bytes::Bytes, peer: SocketAddr) -> Reply {
+    super::admin_api::handle_frame(broker, frame, peer)
+}

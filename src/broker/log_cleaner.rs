@@ -197,6 +197,7 @@ impl LogCleaner {
             if progress.in_progress.contains(&key)
                 || progress.uncleanable.contains(&key)
                 || !partition.is_compacted()
+                || self.topics.read_only.contains(partition.topic())
             {
                 continue;
             }

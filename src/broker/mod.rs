@@ -3,6 +3,7 @@
 //! codes. Transport-agnostic: a decoded request goes in, an encoded response comes out.
 
 pub mod activity;
+pub mod admin_api;
 pub mod authorized_ops;
 mod coordinators;
 pub mod delayed_deletes;
@@ -16,6 +17,7 @@ pub mod log_cleaner;
 pub mod partition;
 pub mod producer_ids;
 pub mod read_ahead;
+pub mod read_only;
 pub mod topics;
 pub mod txn_env;
 
@@ -78,6 +80,8 @@ pub struct Broker {
     flusher_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     delayed_deletes: Arc<delayed_deletes::DelayedDeletes>,
     pub cleaner: Arc<log_cleaner::LogCleaner>,
+    /// Ferry's admin API (the mirror's control plane), installed once at startup.
+    pub admin_service: std::sync::OnceLock<Arc<dyn admin_api::AdminService>>,
 }
 
 impl Broker {
@@ -132,6 +136,7 @@ impl Broker {
             flusher_thread: std::sync::Mutex::new(Some(flusher_thread)),
             delayed_deletes,
             cleaner,
+            admin_service: std::sync::OnceLock::new(),
         }))
     }
 

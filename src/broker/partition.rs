@@ -624,6 +624,18 @@ impl Partition {
         Ok(start)
     }
 
+    /// Makes an empty partition start at `offset` (a mirror of an empty source partition
+    /// whose log start is `offset`); see `Log::start_empty_at`.
+    pub fn start_empty_at(&self, offset: i64, now_ms: i64) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        state.log.start_empty_at(offset, now_ms)?;
+        self.log_start_offset
+            .store(state.log.log_start_offset(), Ordering::Release);
+        drop(state);
+        self.advance_high_watermark(offset);
+        Ok(())
+    }
+
     /// The producers this partition remembers (DescribeProducers).
     pub fn producers(&self) -> Vec<crate::storage::producer_state::ProducerEntry> {
         self.lock()

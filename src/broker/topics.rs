@@ -156,6 +156,8 @@ pub struct TopicRegistry {
     defaults: TopicDefaults,
     services: Services,
     node_id: i32,
+    /// Topics clients may not write (mirror topics until promoted).
+    pub read_only: super::read_only::ReadOnlyTopics,
 }
 
 impl TopicRegistry {
@@ -174,6 +176,7 @@ impl TopicRegistry {
             defaults,
             services,
             node_id,
+            read_only: Default::default(),
         };
         let recovery_points = registry
             .data_dir

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod console;
 pub mod groups;
 pub mod log;
+pub mod mirror;
 pub mod serve;
 pub mod topics;
 
@@ -31,6 +32,9 @@ pub enum Command {
     Produce(console::ProduceArgs),
     /// Print a topic's records (any Kafka-protocol cluster).
     Consume(console::ConsumeArgs),
+    /// Migrate from a running Kafka cluster: links, mirror topics, group sync, verify,
+    /// promote (sent to the Ferry at --bootstrap).
+    Mirror(mirror::MirrorArgs),
     /// Read a data directory's files offline: dump segments and indexes, verify a directory.
     Log(log::LogArgs),
     /// Benchmark a broker (a fresh Ferry, or any Kafka-compatible one) with librdkafka
@@ -45,6 +49,7 @@ pub fn run() -> i32 {
         Command::Serve(args) => serve::run(args),
         Command::Groups(args) => groups::run(args),
         Command::Log(args) => log::run(args),
+        Command::Mirror(args) => mirror::run(args),
         Command::Topics(args) => topics::run_topics(args),
         Command::Configs(args) => topics::run_configs(args),
         Command::Produce(args) => console::produce(args),

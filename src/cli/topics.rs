@@ -98,7 +98,7 @@ pub enum ConfigsCommand {
     },
 }
 
-fn block_on(work: impl std::future::Future<Output = Result<(), String>>) -> i32 {
+pub(crate) fn block_on(work: impl std::future::Future<Output = Result<(), String>>) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

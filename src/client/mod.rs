@@ -211,17 +211,36 @@ impl Connection {
         Ok((frame, correlation_id))
     }
 
-    async fn call_version<Req: Encodable, Resp: Decodable>(
+    /// Sends a request of Ferry's own admin API (`protocol::ferry_admin`) and returns its
+    /// JSON answer. A Kafka broker closes the connection on it: "not a Ferry broker".
+    pub async fn call_ferry_admin(
         &mut self,
-        api: ApiKey,
-        version: i16,
-        request: &Req,
-    ) -> Result<Resp, ClientError> {
-        let (frame, correlation_id) = self.frame(api, version, request)?;
-        let protocol = |e: proto_kafka::ProtoError| ClientError::Protocol(e.to_string());
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let json = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let frame =
+            crate::protocol::ferry_admin::encode_request(correlation_id, &self.client_id, &json);
+        let mut response = self.exchange(&frame).await.map_err(|err| match err {
+            ClientError::Io { address, .. } => ClientError::Refused(format!(
+                "{address} closed the connection on a Ferry admin request: is it a Ferry broker?"
+            )),
+            other => other,
+        })?;
+        if response.remaining() < 4 || response.get_i32() != correlation_id {
+            return Err(ClientError::Protocol(
+                "the admin answer does not match its request".into(),
+            ));
+        }
+        serde_json::from_slice(&response).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Writes a frame and reads the response frame (without its size prefix).
+    async fn exchange(&mut self, frame: &[u8]) -> Result<Bytes, ClientError> {
         let address = self.address.clone();
         let exchange = async {
-            self.stream.write_all(&frame).await?;
+            self.stream.write_all(frame).await?;
             let size = self.stream.read_i32().await?;
             let size = usize::try_from(size)
                 .ok()
@@ -236,12 +255,23 @@ impl Connection {
             self.stream.read_exact(&mut buf).await?;
             Ok::<_, std::io::Error>(Bytes::from(buf))
         };
-        let mut response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
             .map_err(|_| ClientError::Timeout {
                 address: address.clone(),
             })?
-            .map_err(|source| ClientError::Io { address, source })?;
+            .map_err(|source| ClientError::Io { address, source })
+    }
+
+    async fn call_version<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Result<Resp, ClientError> {
+        let (frame, correlation_id) = self.frame(api, version, request)?;
+        let protocol = |e: proto_kafka::ProtoError| ClientError::Protocol(e.to_string());
+        let mut response = self.exchange(&frame).await?;
         let header = ResponseHeader::decode(&mut response, api.response_header_version(version))
             .map_err(protocol)?;
         if header.correlation_id != correlation_id {

@@ -39,8 +39,9 @@ use crate::broker::dispatch::{dispatch, BoxFuture, Reply};
 use crate::broker::Broker;
 use crate::logging::Escaped;
 use crate::protocol::codec::EncodeError;
-use crate::protocol::decode_request_header;
+use crate::protocol::ferry_admin::API_KEY as FERRY_ADMIN_API_KEY;
 use crate::protocol::frame::{Chunk, FileRegion, OutFrame};
+use crate::protocol::{decode_request_header, DecodeError};
 use proto_kafka::messages::ApiKey;
 
 /// Frames up to this many bytes are read without a `queued.max.request.bytes` reservation.
@@ -360,28 +361,46 @@ pub async fn serve(
         read_at,
     }) = frames.recv().await
     {
-        let request = match decode_request_header(bytes.freeze()) {
-            Ok(request) => request,
+        let bytes = bytes.freeze();
+        let (api_key, reply) = match decode_request_header(bytes.clone()) {
+            Ok(request) => {
+                let frame_bytes = request.body.len();
+                if request.api_key != ApiKey::Produce
+                    && frame_bytes > limits.max_frame_bytes_without_records
+                {
+                    crate::warn_peer!(
+                        peer,
+                        "closing connection: {:?} request body of {frame_bytes} bytes exceeds \
+                         ferry.max.request.bytes.without.records={}",
+                        request.api_key,
+                        limits.max_frame_bytes_without_records
+                    );
+                    break;
+                }
+                (request.api_key as i16, dispatch(&broker, request, peer))
+            }
+            // Ferry's own admin API (the mirror's control plane) shares the Kafka port.
+            Err(DecodeError::UnknownApiKey { api_key, .. }) if api_key == FERRY_ADMIN_API_KEY => {
+                if bytes.len() > limits.max_frame_bytes_without_records {
+                    crate::warn_peer!(
+                        peer,
+                        "closing connection: a Ferry admin request of {} bytes exceeds \
+                         ferry.max.request.bytes.without.records={}",
+                        bytes.len(),
+                        limits.max_frame_bytes_without_records
+                    );
+                    break;
+                }
+                (
+                    api_key,
+                    crate::broker::dispatch::ferry_admin(&broker, bytes, peer),
+                )
+            }
             Err(err) => {
                 crate::warn_peer!(peer, "closing connection: {}", Escaped(&err.to_string()));
                 break;
             }
         };
-        let frame_bytes = request.body.len();
-        if request.api_key != ApiKey::Produce
-            && frame_bytes > limits.max_frame_bytes_without_records
-        {
-            crate::warn_peer!(
-                peer,
-                "closing connection: {:?} request body of {frame_bytes} bytes exceeds \
-                 ferry.max.request.bytes.without.records={}",
-                request.api_key,
-                limits.max_frame_bytes_without_records
-            );
-            break;
-        }
-        let api_key = request.api_key as i16;
-        let reply = dispatch(&broker, request, peer);
         drop(permit);
         let close = matches!(reply, Reply::Close(_));
         // Wait until the client has read enough earlier responses (the writer releases

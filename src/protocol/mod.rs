@@ -3,6 +3,7 @@
 //! crate; see `codec.rs` for why that crate and how its decoders are guarded.
 
 pub mod codec;
+pub mod ferry_admin;
 pub mod fetch_encoder;
 pub mod frame;
 pub mod versions;

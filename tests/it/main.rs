@@ -20,6 +20,7 @@ mod latency_report;
 mod librdkafka_suite;
 mod log_cli;
 mod metrics;
+mod mirror;
 mod produce_consume;
 mod records;
 mod recovery;

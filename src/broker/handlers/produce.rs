@@ -159,6 +159,12 @@ fn append(
             format!("Cannot append to internal topic {topic}"),
         ));
     }
+    if let Some(reason) = broker.topics.read_only.reason(topic) {
+        return Err(Rejection::new(
+            code(KafkaError::InvalidTopicException),
+            reason,
+        ));
+    }
     let Some(records) = records else {
         return Err(Rejection::new(
             code(KafkaError::InvalidRecord),

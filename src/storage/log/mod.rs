@@ -1008,6 +1008,30 @@ impl Log {
         self.check_invariants()
     }
 
+    /// Makes a log that holds no record start at `offset` (a mirror whose source partition
+    /// is empty with its log start at `offset`; Kafka's `truncateFullyAndStartAt` for a log
+    /// with nothing to truncate): the active segment is re-based there and log start, log
+    /// end and recovery point all become `offset`. Refused if the log serves any offset
+    /// (`log_start_offset < log_end_offset`) or `offset` lies below its end.
+    pub fn start_empty_at(&mut self, offset: i64, now_ms: i64) -> Result<(), StorageError> {
+        self.check_online()?;
+        if self.log_start_offset != self.log_end_offset || offset < self.log_end_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        if offset == self.log_end_offset {
+            return Ok(());
+        }
+        self.roll_to(offset, now_ms)?;
+        self.log_end_offset = offset;
+        self.move_log_start(offset);
+        self.drop_segments_below(offset)?;
+        self.check_invariants()
+    }
+
     /// Raises the log start offset (never lowers it), with the recovery point and the
     /// producer state that follow it.
     pub(super) fn move_log_start(&mut self, offset: i64) {
@@ -1269,6 +1293,45 @@ mod tests {
         let far = build_batch(5_000_000_000, 0, &[b"far"]);
         log.append_verbatim(&far, 0).unwrap();
         assert_eq!(read_all(&log, 1_021)[0].base_offset, 5_000_000_000);
+    }
+
+    #[test]
+    fn an_empty_log_started_at_an_offset_survives_restarts_and_takes_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), small_config(), 0, 0).unwrap();
+        log.start_empty_at(5_000, 0).unwrap();
+        assert_eq!(
+            (log.log_start_offset(), log.log_end_offset()),
+            (5_000, 5_000)
+        );
+        for clean in [true, false] {
+            let checkpoint = close_cleanly(log);
+            let (reopened, _) =
+                Log::open(dir.path(), small_config(), Some(checkpoint), clean, 0).unwrap();
+            log = reopened;
+            assert_eq!(
+                (log.log_start_offset(), log.log_end_offset()),
+                (5_000, 5_000)
+            );
+        }
+        // Without a checkpoint the segment's name still says where the log starts.
+        close_cleanly(log);
+        let (mut log, _) = Log::open(dir.path(), small_config(), None, false, 0).unwrap();
+        assert_eq!(
+            (log.log_start_offset(), log.log_end_offset()),
+            (5_000, 5_000)
+        );
+        let info = log
+            .append_verbatim(&build_batch(5_000, 0, &[b"a"]), 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.first_offset, 5_000);
+        // A log with records, or an offset below the end, is refused.
+        assert!(log.start_empty_at(9_000, 0).is_err());
+        let mut other =
+            Log::create(tempfile::tempdir().unwrap().path(), small_config(), 10, 0).unwrap();
+        assert!(other.start_empty_at(3, 0).is_err());
+        other.start_empty_at(10, 0).unwrap();
     }
 
     #[test]

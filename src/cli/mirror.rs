@@ -1,0 +1,398 @@
+//! `ferry mirror`: links to a source cluster, mirror topics, group sync, status, verify
+//! and promote, sent to the Ferry at `--bootstrap` over its admin API (see
+//! docs/migration.md). Exit 1 whenever what was asked did not happen.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value as Json};
+
+use ferry::admin::mirror::{self, PartitionComparison};
+use ferry::admin::render::{Table, Value};
+use ferry::client::Cluster;
+
+use super::groups::{ClusterArgs, Output};
+use super::topics::block_on;
+
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(subcommand)]
+    pub command: MirrorCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// Create a link to a source cluster.
+    Create {
+        link: String,
+        /// A broker of the source cluster.
+        #[arg(long, value_name = "HOST:PORT")]
+        source: String,
+        /// Kafka client properties for the source connection (a .properties file).
+        #[arg(long, value_name = "FILE")]
+        source_config: Option<PathBuf>,
+    },
+    /// Delete a link that mirrors nothing any more.
+    Delete { link: String },
+    /// Mirror topics and sync groups over a link.
+    Add {
+        link: String,
+        /// Topics to mirror, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        topics: Vec<String>,
+        /// Mirror every source topic whose whole name matches (resolved now).
+        #[arg(long)]
+        topic_regex: Option<String>,
+        /// Groups whose committed offsets to sync, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Sync every source group whose whole name matches.
+        #[arg(long)]
+        group_regex: Option<String>,
+    },
+    /// Stop copying a topic for now (it stays read-only).
+    Pause {
+        link: String,
+        #[arg(long)]
+        topic: String,
+    },
+    /// Copy a paused or failed topic again.
+    Resume {
+        link: String,
+        #[arg(long)]
+        topic: String,
+    },
+    /// Stop mirroring a topic and make it an ordinary topic as it is, without checks.
+    Remove {
+        link: String,
+        #[arg(long)]
+        topic: String,
+    },
+    /// Per topic and partition: source and mirror offsets, lag, throughput, state; per
+    /// group: source and Ferry offsets and where it is active.
+    Status { link: Option<String> },
+    /// Compare the mirror with its source batch by batch; exit 1 on any difference.
+    Verify {
+        link: String,
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Producer cutover: wait until the source stopped and the mirror has all of it,
+    /// verify, sync groups a last time and make the topic writable.
+    Promote {
+        link: String,
+        #[arg(long)]
+        topic: String,
+        /// Skip the checks (source still growing, lag, open transactions, divergence).
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for the mirror to catch up, in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_s: u64,
+    },
+}
+
+pub fn run(args: MirrorArgs) -> i32 {
+    block_on(async move {
+        let bootstrap = args.cluster.bootstrap.clone();
+        let output = args.cluster.output;
+        let request = match args.command {
+            MirrorCommand::Create {
+                link,
+                source,
+                source_config,
+            } => {
+                let config = match source_config {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(&path)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                        ferry::properties::parse(&text)
+                    }
+                    None => BTreeMap::new(),
+                };
+                json!({ "op": "create_link", "link": link, "source": source, "source_config": config })
+            }
+            MirrorCommand::Delete { link } => json!({ "op": "delete_link", "link": link }),
+            MirrorCommand::Add {
+                link,
+                topics,
+                topic_regex,
+                groups,
+                group_regex,
+            } => {
+                if topics.is_empty()
+                    && topic_regex.is_none()
+                    && groups.is_empty()
+                    && group_regex.is_none()
+                {
+                    return Err("name --topics, --topic-regex, --groups or --group-regex".into());
+                }
+                json!({ "op": "add", "link": link, "topics": topics, "topic_regex": topic_regex,
+                        "groups": groups, "group_regex": group_regex })
+            }
+            MirrorCommand::Pause { link, topic } => {
+                json!({ "op": "pause", "link": link, "topic": topic })
+            }
+            MirrorCommand::Resume { link, topic } => {
+                json!({ "op": "resume", "link": link, "topic": topic })
+            }
+            MirrorCommand::Remove { link, topic } => {
+                json!({ "op": "remove", "link": link, "topic": topic })
+            }
+            MirrorCommand::Status { link } => {
+                let answer = mirror::call(&bootstrap, json!({ "op": "status", "link": link }))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                print_status(&answer, output);
+                return Ok(());
+            }
+            MirrorCommand::Verify { link, topic } => {
+                return verify(&bootstrap, &link, topic, output).await;
+            }
+            MirrorCommand::Promote {
+                link,
+                topic,
+                force,
+                timeout_s,
+            } => {
+                if !force {
+                    verify(&bootstrap, &link, Some(topic.clone()), Output::Table)
+                        .await
+                        .map_err(|e| format!("not promoted: {e}"))?;
+                }
+                json!({ "op": "promote", "link": link, "topic": topic, "force": force,
+                        "timeout_ms": timeout_s.saturating_mul(1_000) })
+            }
+        };
+        let answer = mirror::call(&bootstrap, request)
+            .await
+            .map_err(|e| e.to_string())?;
+        match output {
+            Output::Json => println!("{answer}"),
+            Output::Table => println!("{}", summary(&answer)),
+        }
+        Ok(())
+    })
+}
+
+/// One line saying what an operation did.
+fn summary(answer: &Json) -> String {
+    let link = answer["link"].as_str().unwrap_or_default();
+    if let Some(created) = answer["created"].as_bool() {
+        return if created {
+            format!("created link {link}")
+        } else {
+            format!("link {link} already exists as asked")
+        };
+    }
+    if answer["deleted"].as_bool() == Some(true) {
+        return format!("deleted link {link}");
+    }
+    if let Some(added) = answer["added_topics"].as_array() {
+        return format!(
+            "link {link}: now mirroring {} more topic(s); groups synced: {}",
+            added.len(),
+            answer["groups"]
+        );
+    }
+    if answer["promoted"].as_bool() == Some(true) {
+        return format!(
+            "promoted {}: it takes writes on Ferry now",
+            answer["topic"].as_str().unwrap_or_default()
+        );
+    }
+    if answer["removed"].as_bool() == Some(true) {
+        return format!(
+            "{} is no longer mirrored by {link}",
+            answer["topic"].as_str().unwrap_or_default()
+        );
+    }
+    if let Some(state) = answer["state"].as_str() {
+        return format!("{}: {state}", answer["topic"].as_str().unwrap_or_default());
+    }
+    answer.to_string()
+}
+
+fn number(value: &Json) -> Value {
+    value.as_i64().map_or(Value::Missing, Value::Number)
+}
+
+fn print_status(answer: &Json, output: Output) {
+    if matches!(output, Output::Json) {
+        println!("{answer}");
+        return;
+    }
+    let links = answer["links"].as_array().cloned().unwrap_or_default();
+    if links.is_empty() {
+        println!("no links");
+    }
+    for link in links {
+        println!(
+            "link {} <- {}{}",
+            link["link"].as_str().unwrap_or_default(),
+            link["source"].as_str().unwrap_or_default(),
+            link["error"]
+                .as_str()
+                .map(|e| format!("  (source problem: {e})"))
+                .unwrap_or_default()
+        );
+        let mut table = Table::new(&[
+            "topic",
+            "partition",
+            "state",
+            "source_start",
+            "source_end",
+            "mirrored_end",
+            "lag_records",
+            "lag_ms",
+            "bytes_per_s",
+        ]);
+        let mut notes = Vec::new();
+        for topic in link["topics"].as_array().cloned().unwrap_or_default() {
+            let name = topic["topic"].as_str().unwrap_or_default().to_string();
+            let state = topic["state"].as_str().unwrap_or_default().to_string();
+            if let Some(reason) = topic["reason"].as_str() {
+                notes.push(format!("{name}: {reason}"));
+            }
+            if let Some(recovery) = topic["recovery"].as_str() {
+                notes.push(format!("{name}: to continue: {recovery}"));
+            }
+            let partitions = topic["partitions"].as_array().cloned().unwrap_or_default();
+            if partitions.is_empty() {
+                table.push(vec![
+                    name.clone().into(),
+                    Value::Missing,
+                    state.clone().into(),
+                    Value::Missing,
+                    Value::Missing,
+                    Value::Missing,
+                    Value::Missing,
+                    Value::Missing,
+                    Value::Missing,
+                ]);
+            }
+            for p in partitions {
+                let shown = if state == "mirroring" && p["lag_records"].as_i64() == Some(0) {
+                    "in sync".to_string()
+                } else if state == "mirroring" {
+                    "catching up".to_string()
+                } else {
+                    state.clone()
+                };
+                table.push(vec![
+                    name.clone().into(),
+                    number(&p["partition"]),
+                    shown.into(),
+                    number(&p["source_log_start_offset"]),
+                    number(&p["source_log_end_offset"]),
+                    number(&p["mirrored_log_end_offset"]),
+                    number(&p["lag_records"]),
+                    number(&p["lag_ms"]),
+                    number(&p["bytes_per_second"]),
+                ]);
+            }
+        }
+        print!("{}", table.to_text());
+        for note in notes {
+            println!("  {note}");
+        }
+        let groups = link["groups"].as_object().cloned().unwrap_or_default();
+        if !groups.is_empty() {
+            let mut table = Table::new(&[
+                "group",
+                "active_on",
+                "topic",
+                "partition",
+                "source_offset",
+                "ferry_offset",
+            ]);
+            for (group, g) in groups {
+                let active = g["active_on"].as_str().unwrap_or_default().to_string();
+                for o in g["offsets"].as_array().cloned().unwrap_or_default() {
+                    table.push(vec![
+                        group.clone().into(),
+                        active.clone().into(),
+                        o["topic"].as_str().unwrap_or_default().into(),
+                        number(&o["partition"]),
+                        number(&o["source_offset"]),
+                        number(&o["ferry_offset"]),
+                    ]);
+                }
+                if let Some(error) = g["error"].as_str() {
+                    println!("  group {group}: {error}");
+                }
+            }
+            print!("{}", table.to_text());
+        }
+    }
+}
+
+async fn verify(
+    bootstrap: &str,
+    link: &str,
+    topic: Option<String>,
+    output: Output,
+) -> Result<(), String> {
+    let (source, topics) = mirror::link_source(bootstrap, link)
+        .await
+        .map_err(|e| e.to_string())?;
+    let topics = match topic {
+        Some(topic) => vec![topic],
+        None => topics,
+    };
+    let mut ferry = Cluster::connect(bootstrap, "ferry-mirror-verify")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut source_cluster = Cluster::connect(&source, "ferry-mirror-verify")
+        .await
+        .map_err(|e| format!("source {source}: {e}"))?;
+    let mut all: Vec<PartitionComparison> = Vec::new();
+    for topic in &topics {
+        all.extend(
+            mirror::verify(&mut ferry, &mut source_cluster, topic)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let mut table = Table::new(&[
+        "topic",
+        "partition",
+        "from",
+        "to",
+        "batches",
+        "records",
+        "first_offset",
+        "last_offset",
+        "digest",
+        "result",
+    ]);
+    for c in &all {
+        table.push(vec![
+            c.topic.clone().into(),
+            i64::from(c.partition).into(),
+            c.from.into(),
+            c.to.into(),
+            i64::try_from(c.batches).unwrap_or(i64::MAX).into(),
+            i64::try_from(c.records).unwrap_or(i64::MAX).into(),
+            c.first_offset.into(),
+            c.last_offset.into(),
+            format!("{:08x}", c.digest).into(),
+            c.divergence
+                .clone()
+                .map_or("equal".to_string(), |d| format!("DIVERGED {d}"))
+                .into(),
+        ]);
+    }
+    match output {
+        Output::Table => print!("{}", table.to_text()),
+        Output::Json => println!("{}", table.to_json()),
+    }
+    let diverged = all.iter().filter(|c| c.divergence.is_some()).count();
+    if diverged > 0 {
+        return Err(format!("{diverged} partition(s) differ from the source"));
+    }
+    Ok(())
+}

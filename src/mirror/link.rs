@@ -1,0 +1,586 @@
+//! One link's loop: connect to the source, keep each mirror topic's local topic in shape
+//! (partitions, mirrored configs), check where each partition resumes, fetch from each
+//! source leader and append the batches verbatim at their source offsets, refresh
+//! offsets and sync groups every `STATUS_INTERVAL`. A lost connection or a source error
+//! ends the session; the loop reconnects with a growing backoff. A problem that needs the
+//! operator (divergence, source retention ahead of the mirror, a re-created source topic,
+//! batches Ferry cannot store) fails that topic alone, with the reason and the recovery
+//! command, and never skips or rewrites data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use super::source::{self, Fetched};
+use super::store::{LinkRecord, TopicState};
+use super::Mirror;
+use crate::broker::now_ms;
+use crate::broker::partition::Partition;
+use crate::broker::topics::TopicSpec;
+use crate::client::{ClientError, Cluster};
+use crate::storage::batch::BatchHeader;
+
+/// How often offsets, metadata, configs and groups are refreshed.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+/// Bytes one Fetch may return (`ferry mirror` per-link limit on bytes in flight: one
+/// fetch per source broker at a time, appended before the next is sent).
+pub const FETCH_MAX_BYTES: i32 = 16 << 20;
+/// Bytes one Fetch may return per partition.
+pub const FETCH_PARTITION_MAX_BYTES: i32 = 1 << 20;
+/// The mirror's fetches: read_uncommitted, so markers and aborted data come across.
+const MIRROR_FETCH: source::FetchLimits = source::FetchLimits {
+    max_bytes: FETCH_MAX_BYTES,
+    partition_max_bytes: FETCH_PARTITION_MAX_BYTES,
+    isolation_level: 0,
+};
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Kafka error codes the loop tells apart.
+mod codes {
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    Stopped,
+    Source(ClientError),
+}
+
+impl From<ClientError> for SessionEnd {
+    fn from(err: ClientError) -> Self {
+        SessionEnd::Source(err)
+    }
+}
+
+/// A partition being copied in this session.
+struct PartSync {
+    partition: Arc<Partition>,
+    leader: i32,
+    /// The next source offset to fetch (the local log end once resumed).
+    next_offset: i64,
+    /// Resume checked (tail compared with the source, or the start placed).
+    resumed: bool,
+    /// The source's log start to apply after the first append (a new mirror starting
+    /// inside the source's first batch).
+    pending_log_start: Option<i64>,
+}
+
+/// Runs a link until `stop` fires.
+pub async fn run(mirror: Arc<Mirror>, link: String, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let session = Session::new(Arc::clone(&mirror), link.clone());
+        let ended = tokio::select! {
+            end = session.run() => end,
+            _ = stop.changed() => SessionEnd::Stopped,
+        };
+        match ended {
+            SessionEnd::Stopped => return,
+            SessionEnd::Source(err) => {
+                warn!(link = %link, "mirror link lost its source: {err}; retrying in {backoff:?}");
+                mirror.with_status(&link, |s| s.error = Some(err.to_string()));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+struct Session {
+    mirror: Arc<Mirror>,
+    link: String,
+    parts: BTreeMap<(String, i32), PartSync>,
+}
+
+impl Session {
+    fn new(mirror: Arc<Mirror>, link: String) -> Session {
+        Session {
+            mirror,
+            link,
+            parts: BTreeMap::new(),
+        }
+    }
+
+    async fn run(mut self) -> SessionEnd {
+        let Some(record) = self.mirror.link(&self.link) else {
+            return SessionEnd::Stopped;
+        };
+        let mut cluster = match Cluster::connect(&record.source, source::CLIENT_ID).await {
+            Ok(cluster) => cluster,
+            Err(err) => return SessionEnd::Source(err),
+        };
+        let wake = self.mirror.wake_handle(&self.link);
+        let mut refreshed_at: Option<Instant> = None;
+        loop {
+            let due = refreshed_at.is_none_or(|at| at.elapsed() >= STATUS_INTERVAL)
+                || self.mirror.take_changed(&self.link);
+            if due {
+                if let Err(err) = self.refresh(&mut cluster).await {
+                    return SessionEnd::Source(err);
+                }
+                refreshed_at = Some(Instant::now());
+            }
+            let fetched_any = match self.fetch_round(&mut cluster).await {
+                Ok(any) => any,
+                Err(err) => return SessionEnd::Source(err),
+            };
+            if !fetched_any {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+        }
+    }
+
+    /// Metadata, local topics, resume checks, offsets and groups.
+    async fn refresh(&mut self, cluster: &mut Cluster) -> Result<(), ClientError> {
+        let Some(record) = self.mirror.link(&self.link) else {
+            return Ok(());
+        };
+        let active: Vec<String> = record
+            .topics
+            .iter()
+            .filter(|(_, t)| t.state == TopicState::Mirroring)
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.parts.retain(|(topic, _), _| active.contains(topic));
+        if !active.is_empty() {
+            let described = source::topics(cluster, &active).await?;
+            for topic in described {
+                self.shape_topic(cluster, &record, &topic).await?;
+            }
+        }
+        let keys: BTreeSet<(String, i32)> = self.parts.keys().cloned().collect();
+        if !keys.is_empty() {
+            let starts = source::offsets(cluster, &keys, -2).await?;
+            let ends = source::offsets(cluster, &keys, -1).await?;
+            self.resume_and_observe(cluster, &starts, &ends).await?;
+        }
+        super::groups::sync(&self.mirror, &self.link, &record, cluster).await;
+        self.mirror.with_status(&self.link, |s| {
+            s.error = None;
+            let now = now_ms();
+            for partitions in s.partitions.values_mut() {
+                for p in partitions.values_mut() {
+                    p.sample_rate(now);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Makes the local topic match the source topic (exists, partitions, configs) and
+    /// registers its partitions; fails the topic on what needs the operator.
+    async fn shape_topic(
+        &mut self,
+        cluster: &mut Cluster,
+        record: &LinkRecord,
+        topic: &source::SourceTopic,
+    ) -> Result<(), ClientError> {
+        let name = &topic.name;
+        if topic.error_code == codes::UNKNOWN_TOPIC_OR_PARTITION {
+            self.fail(
+                name,
+                format!("the source topic '{name}' does not exist (deleted?)"),
+            );
+            return Ok(());
+        }
+        if topic.error_code != 0 {
+            return Ok(()); // transient (leader election, ...): next refresh
+        }
+        let known_id = record
+            .topics
+            .get(name)
+            .and_then(|t| t.source_topic_id.clone());
+        match (&known_id, &topic.topic_id) {
+            (Some(known), Some(seen)) if known != seen => {
+                self.fail(
+                    name,
+                    format!(
+                        "the source topic '{name}' was deleted and re-created (topic id {known} \
+                         is now {seen}); mirroring stopped so the two are not mixed"
+                    ),
+                );
+                return Ok(());
+            }
+            (None, Some(seen)) => self.mirror.set_source_topic_id(&self.link, name, seen),
+            _ => {}
+        }
+        let configs = source::mirrored_configs(cluster, name).await?;
+        let count = i32::try_from(topic.leaders.len()).unwrap_or(i32::MAX);
+        if let Err(reason) = self.ensure_local_topic(name, count, configs) {
+            self.fail(name, reason);
+            return Ok(());
+        }
+        for (&index, &leader) in &topic.leaders {
+            let Some(partition) = self.mirror.broker.topics.partition(name, index) else {
+                continue;
+            };
+            self.parts
+                .entry((name.clone(), index))
+                .and_modify(|p| p.leader = leader)
+                .or_insert_with(|| PartSync {
+                    next_offset: partition.log_end_offset(),
+                    partition,
+                    leader,
+                    resumed: false,
+                    pending_log_start: None,
+                });
+        }
+        Ok(())
+    }
+
+    fn ensure_local_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let topics = &self.mirror.broker.topics;
+        let Some(local) = topics.get(name) else {
+            let spec = TopicSpec {
+                name: name.to_string(),
+                partitions: partitions.max(1),
+                replication_factor: 1,
+                configs,
+            };
+            topics
+                .create(&spec, false)
+                .map_err(|e| format!("creating the mirror topic failed: {e}"))?;
+            info!(link = %self.link, topic = name, partitions, "created mirror topic");
+            return Ok(());
+        };
+        let have = i32::try_from(local.partitions.len()).unwrap_or(i32::MAX);
+        if partitions > have {
+            topics
+                .add_partitions(name, partitions, false)
+                .map_err(|e| format!("adding partitions to the mirror topic failed: {e}"))?;
+            info!(link = %self.link, topic = name, partitions, "followed the source's partition increase");
+        }
+        let mut wanted = local.configs.clone();
+        wanted.retain(|k, _| !source::MIRRORED_CONFIGS.contains(&k.as_str()));
+        wanted.extend(configs);
+        if wanted != local.configs {
+            topics
+                .alter_configs(name, wanted, false)
+                .map_err(|e| format!("following the source topic's configs failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Places or checks each new partition's resume point and records offsets.
+    async fn resume_and_observe(
+        &mut self,
+        cluster: &mut Cluster,
+        starts: &BTreeMap<(String, i32), i64>,
+        ends: &BTreeMap<(String, i32), i64>,
+    ) -> Result<(), ClientError> {
+        let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
+        for key in keys {
+            let (Some(&start), Some(&end)) = (starts.get(&key), ends.get(&key)) else {
+                continue;
+            };
+            let needs_resume = self.parts.get(&key).is_some_and(|p| !p.resumed);
+            if needs_resume {
+                if let Err(reason) = self.resume(cluster, &key, start, end).await? {
+                    self.fail(&key.0, reason);
+                    continue;
+                }
+            }
+            let Some(part) = self.parts.get(&key) else {
+                continue;
+            };
+            let mirrored = part.partition.log_end_offset();
+            self.mirror.with_partition_status(&self.link, &key, |s| {
+                s.observe(Some(start), Some(end), mirrored, now_ms())
+            });
+        }
+        Ok(())
+    }
+
+    /// Where a partition continues: a new mirror starts at the source's log start; an
+    /// existing one at its log end, after its last batch was found unchanged at the source.
+    /// `Ok(Err(reason))` fails the topic.
+    async fn resume(
+        &mut self,
+        cluster: &mut Cluster,
+        key: &(String, i32),
+        source_start: i64,
+        source_end: i64,
+    ) -> Result<Result<(), String>, ClientError> {
+        let Some(part) = self.parts.get(key) else {
+            return Ok(Ok(()));
+        };
+        let (partition, leader) = (Arc::clone(&part.partition), part.leader);
+        let (local_start, local_end) = (partition.log_start_offset(), partition.log_end_offset());
+        let (topic, index) = (key.0.clone(), key.1);
+        let mut pending_log_start = None;
+        if local_end == 0 && source_start > 0 {
+            // A new mirror: it starts where the source's log starts.
+            if source_end == source_start {
+                if let Err(err) = partition.start_empty_at(source_start, now_ms()) {
+                    return Ok(Err(format!(
+                        "placing the mirror's start at {source_start} failed: {err}"
+                    )));
+                }
+            } else {
+                pending_log_start = Some(source_start);
+            }
+        } else if source_start > local_end {
+            return Ok(Err(format!(
+                "source retention deleted offsets [{local_end}, {source_start}) of partition {index} \
+                 before they were mirrored; nothing was skipped. To mirror what the source still has, \
+                 delete the topic on Ferry and add it again: `ferry mirror remove {link} --topic {topic}`, \
+                 `ferry topics delete {topic}`, `ferry mirror add {link} --topics {topic}`",
+                link = self.link
+            )));
+        } else if local_end > local_start {
+            if let Some(reason) = self
+                .check_tail(cluster, &partition, leader, source_start)
+                .await?
+            {
+                return Ok(Err(reason));
+            }
+        }
+        if let Some(part) = self.parts.get_mut(key) {
+            part.resumed = true;
+            part.pending_log_start = pending_log_start;
+            part.next_offset = pending_log_start.unwrap_or(partition.log_end_offset());
+        }
+        Ok(Ok(()))
+    }
+
+    /// Compares the mirror's last batch with the source's batch at the same offset.
+    async fn check_tail(
+        &self,
+        cluster: &mut Cluster,
+        partition: &Arc<Partition>,
+        leader: i32,
+        source_start: i64,
+    ) -> Result<Option<String>, ClientError> {
+        let Some((local, _)) = last_batch(partition) else {
+            return Ok(None);
+        };
+        if local.base_offset < source_start {
+            // The source no longer has that batch; what follows it is still there.
+            return Ok(None);
+        }
+        let topic = partition.topic().to_string();
+        let wanted = [(topic.clone(), partition.index(), local.base_offset)];
+        let fetched = source::fetch(
+            cluster,
+            leader,
+            &wanted,
+            MIRROR_FETCH.with_max_bytes(FETCH_PARTITION_MAX_BYTES),
+        )
+        .await?;
+        let Some(answer) = fetched.first() else {
+            return Ok(None);
+        };
+        if answer.error_code != 0 {
+            return Err(ClientError::Kafka {
+                context: format!(
+                    "checking the mirror's tail of {topic}-{}",
+                    partition.index()
+                ),
+                code: answer.error_code,
+            });
+        }
+        let whole = source::whole_batches(&answer.records);
+        let source_batch = BatchHeader::parse_prefix(&answer.records[..whole]).ok();
+        let same = source_batch.is_some_and(|s| {
+            s.base_offset == local.base_offset
+                && s.last_offset() == local.last_offset()
+                && s.crc == local.crc
+        });
+        Ok((!same).then(|| {
+            format!(
+                "partition {} diverged from the source at offset {}: the mirror's last batch \
+                 [{}, {}] (crc {:08x}) is not the source's ({}); the source was truncated or \
+                 rewritten. Nothing more was copied; see `ferry mirror verify {} --topic {topic}`",
+                partition.index(),
+                local.base_offset,
+                local.base_offset,
+                local.last_offset(),
+                local.crc,
+                source_batch.map_or("none".to_string(), |s| format!(
+                    "[{}, {}] crc {:08x}",
+                    s.base_offset,
+                    s.last_offset(),
+                    s.crc
+                )),
+                self.link
+            )
+        }))
+    }
+
+    /// One Fetch per source leader for every resumed partition; true if any data came.
+    async fn fetch_round(&mut self, cluster: &mut Cluster) -> Result<bool, ClientError> {
+        let mut by_leader: BTreeMap<i32, Vec<(String, i32, i64)>> = BTreeMap::new();
+        for ((topic, index), part) in &self.parts {
+            if part.resumed && part.leader >= 0 {
+                by_leader.entry(part.leader).or_default().push((
+                    topic.clone(),
+                    *index,
+                    part.next_offset,
+                ));
+            }
+        }
+        let mut any = false;
+        for (leader, wanted) in by_leader {
+            let fetched = source::fetch(cluster, leader, &wanted, MIRROR_FETCH).await?;
+            for answer in fetched {
+                any |= self.apply(answer).await?;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Appends one partition's fetched batches.
+    async fn apply(&mut self, answer: Fetched) -> Result<bool, ClientError> {
+        let key = (answer.topic.clone(), answer.partition);
+        match answer.error_code {
+            0 => {}
+            codes::OFFSET_OUT_OF_RANGE => {
+                // Source retention may have passed the mirror: re-check at the next refresh.
+                if let Some(part) = self.parts.get_mut(&key) {
+                    part.resumed = false;
+                }
+                self.mirror.mark_changed(&self.link);
+                return Ok(false);
+            }
+            codes::NOT_LEADER_OR_FOLLOWER
+            | codes::LEADER_NOT_AVAILABLE
+            | codes::UNKNOWN_TOPIC_OR_PARTITION
+            | codes::FENCED_LEADER_EPOCH
+            | codes::UNKNOWN_LEADER_EPOCH
+            | codes::UNKNOWN_TOPIC_ID => {
+                // Leadership moved or metadata is stale: refresh, then fetch again.
+                self.mirror.mark_changed(&self.link);
+                return Ok(false);
+            }
+            code => {
+                return Err(ClientError::Kafka {
+                    context: format!("Fetch {}-{}", answer.topic, answer.partition),
+                    code,
+                })
+            }
+        }
+        let Some(part) = self.parts.get_mut(&key) else {
+            return Ok(false);
+        };
+        let whole = source::whole_batches(&answer.records);
+        let mut records = answer.records.slice(..whole);
+        let next = part.next_offset;
+        // Skip whole batches below where the mirror continues; a batch across it means
+        // the source's batches no longer line up with the mirror's.
+        while let Ok(header) = BatchHeader::parse_prefix(&records) {
+            if header.last_offset() >= next {
+                if header.base_offset < next
+                    && header.base_offset != next
+                    && part.pending_log_start.is_none()
+                {
+                    let reason = format!(
+                        "the source's batch [{}, {}] straddles the mirror's end {next} in \
+                         partition {}: the source was rewritten; nothing was copied",
+                        header.base_offset,
+                        header.last_offset(),
+                        answer.partition
+                    );
+                    self.fail(&key.0, reason);
+                    return Ok(false);
+                }
+                break;
+            }
+            records = records.slice(header.total_bytes().min(records.len())..);
+        }
+        let mirrored_end = part.partition.log_end_offset();
+        if records.is_empty() {
+            self.observe_fetch(&key, &answer, mirrored_end);
+            return Ok(false);
+        }
+        self.append(&key, &answer, records).await
+    }
+
+    async fn append(
+        &mut self,
+        key: &(String, i32),
+        answer: &Fetched,
+        records: Bytes,
+    ) -> Result<bool, ClientError> {
+        let Some(part) = self.parts.get_mut(key) else {
+            return Ok(false);
+        };
+        let partition = Arc::clone(&part.partition);
+        let batches = count_batches(&records);
+        let appended = partition.append_verbatim(&records, now_ms());
+        match appended {
+            Ok(_) => {}
+            Err(err) => {
+                let reason = format!(
+                    "appending the source's batches of partition {} at offset {} failed: {err}",
+                    key.1, part.next_offset
+                );
+                self.fail(&key.0, reason);
+                return Ok(false);
+            }
+        }
+        if let Some(start) = part.pending_log_start.take() {
+            if let Err(err) = partition.delete_records_before(start) {
+                warn!(link = %self.link, topic = %key.0, partition = key.1, "placing the mirror's log start at {start} failed: {err}");
+            }
+        }
+        part.next_offset = partition.log_end_offset();
+        let mirrored_end = part.next_offset;
+        let bytes = records.len() as u64;
+        self.mirror.with_partition_status(&self.link, key, |s| {
+            s.bytes_mirrored += bytes;
+            s.batches_mirrored += batches;
+        });
+        self.observe_fetch(key, answer, mirrored_end);
+        Ok(true)
+    }
+
+    fn observe_fetch(&self, key: &(String, i32), answer: &Fetched, mirrored_end: i64) {
+        let start = Some(answer.log_start_offset).filter(|s| *s >= 0);
+        self.mirror.with_partition_status(&self.link, key, |s| {
+            s.observe(start, Some(answer.high_watermark), mirrored_end, now_ms())
+        });
+    }
+
+    fn fail(&mut self, topic: &str, reason: String) {
+        self.parts.retain(|(t, _), _| t != topic);
+        self.mirror.fail_topic(&self.link, topic, reason);
+    }
+}
+
+/// The header and bytes of a partition's last batch (everything below its log end).
+pub fn last_batch(partition: &Partition) -> Option<(BatchHeader, Bytes)> {
+    let end = partition.log_end_offset();
+    if end <= partition.log_start_offset() {
+        return None;
+    }
+    let read = partition.read(end - 1, 1, true, false).ok()?;
+    let bytes = read.records.load().ok()?;
+    let header = BatchHeader::parse_prefix(&bytes).ok()?;
+    (header.last_offset() == end - 1).then_some((header, bytes))
+}
+
+fn count_batches(records: &[u8]) -> u64 {
+    crate::storage::batch::BatchIter::new(records).count() as u64
+}
