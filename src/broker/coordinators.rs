@@ -72,6 +72,7 @@ pub fn open_transactions(
     config: &BrokerConfig,
     topics: &Arc<TopicRegistry>,
     groups: &Arc<GroupCoordinator>,
+    producer_ids: &Arc<ProducerIds>,
 ) -> Result<TransactionCoordinator, StorageError> {
     let topic = internal_topic(
         config,
@@ -84,7 +85,7 @@ pub fn open_transactions(
     let env = Arc::new(BrokerTxnEnvironment {
         topics: Arc::clone(topics),
         groups: Arc::clone(groups),
-        producer_ids: ProducerIds::open(config.data_dir.join("ferry-producer-ids"))?,
+        producer_ids: Arc::clone(producer_ids),
     });
     let txns = TransactionCoordinator::new(config.txn.clone(), log, env);
     txns.load(now_ms());

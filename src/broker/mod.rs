@@ -73,6 +73,8 @@ pub struct Broker {
     pub topics: Arc<TopicRegistry>,
     pub groups: Arc<GroupCoordinator>,
     pub txns: TransactionCoordinator,
+    /// Producer ids never handed out twice (and never one a mirrored batch carries).
+    pub producer_ids: Arc<producer_ids::ProducerIds>,
     /// Broker-wide counters of background work (retention, the journal).
     pub activity: Arc<Activity>,
     flusher: Arc<Flusher>,
@@ -114,7 +116,10 @@ impl Broker {
         )?);
         journal::replay(leftover, &topics)?;
         let groups = coordinators::open_groups(&config, &topics)?;
-        let txns = coordinators::open_transactions(&config, &topics, &groups)?;
+        let producer_ids = Arc::new(producer_ids::ProducerIds::open(
+            config.data_dir.join("ferry-producer-ids"),
+        )?);
+        let txns = coordinators::open_transactions(&config, &topics, &groups, &producer_ids)?;
         let delayed_deletes = Arc::new(delayed_deletes::DelayedDeletes::default());
         let cleaner = log_cleaner::LogCleaner::start(
             config.cleaner.clone(),
@@ -130,6 +135,7 @@ impl Broker {
             topics,
             groups,
             txns,
+            producer_ids,
             activity,
             flusher,
             journal,

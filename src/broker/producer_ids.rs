@@ -44,6 +44,25 @@ impl ProducerIds {
         })
     }
 
+    /// Makes every id handed out from now on larger than `id` (a producer id another
+    /// cluster gave out, arriving in mirrored batches: a local producer must never share
+    /// it, or its sequence 0 would meet the mirrored producer's sequences). Persisted
+    /// before it returns; cheap when `id` is already below the next id.
+    pub fn reserve_above(&self, id: i64) -> Result<(), StorageError> {
+        let mut range = crate::sync::lock(&self.range, "producer id lock");
+        if id < range.next {
+            return Ok(());
+        }
+        let next = id.saturating_add(1);
+        if next > range.end {
+            let end = next.saturating_add(BLOCK_SIZE);
+            write_atomically(&self.path, format!("{end}\n").as_bytes())?;
+            range.end = end;
+        }
+        range.next = next;
+        Ok(())
+    }
+
     /// A producer id never handed out before.
     pub fn next(&self) -> Result<i64, StorageError> {
         let mut range = crate::sync::lock(&self.range, "producer id lock");
@@ -73,5 +92,19 @@ mod tests {
         drop(first);
         let second = ProducerIds::open(path).unwrap();
         assert!(second.next().unwrap() >= BLOCK_SIZE);
+    }
+
+    #[test]
+    fn ids_seen_elsewhere_are_never_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry-producer-ids");
+        let ids = ProducerIds::open(path.clone()).unwrap();
+        assert_eq!(ids.next().unwrap(), 0);
+        ids.reserve_above(5_000).unwrap();
+        ids.reserve_above(7).unwrap();
+        assert_eq!(ids.next().unwrap(), 5_001);
+        drop(ids);
+        let reopened = ProducerIds::open(path).unwrap();
+        assert!(reopened.next().unwrap() > 5_001);
     }
 }

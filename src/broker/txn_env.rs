@@ -17,7 +17,7 @@ use crate::storage::producer_state::CONTROL_COMMIT;
 pub struct BrokerTxnEnvironment {
     pub topics: Arc<TopicRegistry>,
     pub groups: Arc<GroupCoordinator>,
-    pub producer_ids: ProducerIds,
+    pub producer_ids: Arc<ProducerIds>,
 }
 
 impl TxnEnvironment for BrokerTxnEnvironment {

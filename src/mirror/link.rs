@@ -527,7 +527,19 @@ impl Session {
             return Ok(false);
         };
         let partition = Arc::clone(&part.partition);
-        let batches = count_batches(&records);
+        let (batches, max_producer_id) = batch_summary(&records);
+        if let Err(err) = self
+            .mirror
+            .broker
+            .producer_ids
+            .reserve_above(max_producer_id)
+        {
+            let reason = format!(
+                "reserving the source's producer id {max_producer_id} on Ferry failed: {err}"
+            );
+            self.fail(&key.0, reason);
+            return Ok(false);
+        }
         let appended = partition.append_verbatim(&records, now_ms());
         match appended {
             Ok(_) => {}
@@ -581,6 +593,15 @@ pub fn last_batch(partition: &Partition) -> Option<(BatchHeader, Bytes)> {
     (header.last_offset() == end - 1).then_some((header, bytes))
 }
 
-fn count_batches(records: &[u8]) -> u64 {
-    crate::storage::batch::BatchIter::new(records).count() as u64
+/// The number of batches and the largest producer id among them (-1 if none has one).
+fn batch_summary(records: &[u8]) -> (u64, i64) {
+    let mut batches = 0;
+    let mut max_producer_id = -1;
+    for (_, header) in crate::storage::batch::BatchIter::new(records).flatten() {
+        batches += 1;
+        if header.has_producer_id() {
+            max_producer_id = max_producer_id.max(header.producer_id);
+        }
+    }
+    (batches, max_producer_id)
 }

@@ -355,17 +355,33 @@ async fn a_live_migration_keeps_offsets_records_and_group_positions() {
         &["mirror", "promote", "east", "--topic", TOPIC],
     );
     assert!(ok, "promote: {out}{err}");
-    let producer: BaseProducer = mirror.client_config().create().unwrap();
-    producer
-        .send(
-            BaseRecord::to(TOPIC)
-                .key("after")
-                .payload("promotion")
-                .partition(0),
-        )
+    // A producer moved over (idempotent, so it gets a producer id from Ferry, which must
+    // not be one of the source's whose sequences the mirror carries).
+    let producer: BaseProducer = mirror
+        .client_config()
+        .set("enable.idempotence", "true")
+        .create()
         .unwrap();
+    for i in 0..10 {
+        let value = format!("after-{i}");
+        producer
+            .send(
+                BaseRecord::to(TOPIC)
+                    .key("after")
+                    .payload(&value)
+                    .partition(0),
+            )
+            .unwrap();
+    }
     producer.flush(Duration::from_secs(10)).unwrap();
-    assert_eq!(end_offsets(&mirror, TOPIC)[0], ends[0] + 1);
+    let ends_after = end_offsets(&mirror, TOPIC);
+    assert_eq!(ends_after[0], ends[0] + 10);
+    let after = read_committed(&mirror, TOPIC, &ends_after);
+    assert_eq!(
+        after.len(),
+        on_mirror.len() + 10,
+        "records produced after promotion are missing"
+    );
 
     // A source topic deleted and re-created: its mirror stops with the reason.
     wait_in_sync_one(&mirror, "state");
