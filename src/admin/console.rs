@@ -387,6 +387,8 @@ async fn fetch(
         .map(|(partition, at)| (options.topic.clone(), *partition, *at))
         .collect();
     let limits = crate::mirror::source::FetchLimits {
+        max_wait_ms: crate::mirror::source::FETCH_WAIT_MS,
+        min_bytes: 1,
         max_bytes: 64 << 20,
         partition_max_bytes: FETCH_PARTITION_BYTES,
         isolation_level: options.isolation_level,

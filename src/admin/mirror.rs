@@ -156,6 +156,8 @@ async fn batches_at(
         leader,
         &wanted,
         source::FetchLimits {
+            max_wait_ms: 0,
+            min_bytes: 1,
             max_bytes: VERIFY_FETCH_BYTES,
             partition_max_bytes: VERIFY_FETCH_BYTES,
             isolation_level: 0,

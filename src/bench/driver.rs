@@ -24,7 +24,7 @@ use super::stats::{unix_micros, Latency, Percentiles};
 use super::topic_handle::TopicHandle;
 use super::workloads::{
     Load, PhaseKind, PhaseSpec, Readers, Values, PHASE_DURATION_FULL, PHASE_DURATION_QUICK,
-    PRODUCER_BATCH_BYTES, W4_DISTINCT_KEYS, W5_BACKLOG_BYTES_FULL, W5_BACKLOG_BYTES_QUICK,
+    PRODUCER_BATCH_BYTES, W4_DISTINCT_KEYS,
 };
 
 /// Longest a producer may take to deliver what it has queued once sending stops.
@@ -78,6 +78,10 @@ pub struct PhaseEnv<'a> {
     pub latency_reports_pid: Option<u32>,
     /// The block device of the work directory, for its flush count.
     pub device: Option<&'a BlockDevice>,
+    /// W8's mirroring Ferry, started by the harness when W8 runs.
+    pub mirror: Option<&'a super::mirror::MirrorTarget>,
+    /// Where readers connect when not to `bootstrap` (W8's reader on the mirror).
+    pub reader_bootstrap: Option<&'a str>,
 }
 
 impl PhaseEnv<'_> {
@@ -93,11 +97,23 @@ impl PhaseEnv<'_> {
         }
     }
 
-    fn backlog_bytes(&self) -> u64 {
+    fn backlog_bytes(&self, full_bytes: u64, quick_bytes: u64) -> u64 {
         if self.quick {
-            W5_BACKLOG_BYTES_QUICK
+            quick_bytes
         } else {
-            W5_BACKLOG_BYTES_FULL
+            full_bytes
+        }
+    }
+
+    /// The same phase environment seen from W8's mirroring Ferry: its CPU and memory are
+    /// the broker figures, readers read it, producers still write the broker under test.
+    fn on_mirror<'b>(&'b self, mirror: &'b super::mirror::MirrorTarget) -> PhaseEnv<'b> {
+        PhaseEnv {
+            broker: Some(&mirror.probe),
+            data_dir: None,
+            latency_reports_pid: None,
+            reader_bootstrap: Some(&mirror.process.bootstrap),
+            ..*self
         }
     }
 }
@@ -317,6 +333,35 @@ fn run_phase_into(
     if let PhaseKind::CatchUp { cold } = spec.kind {
         return catch_up(env, spec, cold, result);
     }
+    let mirror_env;
+    let env = match (spec.kind, env.mirror) {
+        (PhaseKind::MirrorCatchUp, Some(mirror)) => {
+            // The source reads the backlog from disk, as a migration's source would.
+            result.cache_dropped = Some(match env.data_dir {
+                Some(dir) => {
+                    drop_topic_pages(dir, &topic).map_err(|e| {
+                        format!("dropping {topic}'s pages from the page cache: {e}")
+                    })?;
+                    true
+                }
+                None => false,
+            });
+            let env = env.on_mirror(mirror);
+            let watch = UsageWatch::start(&env);
+            super::mirror::catch_up(&env, mirror, spec, &topic, result)?;
+            watch.finish(result);
+            return Ok(());
+        }
+        (PhaseKind::MirrorLive { .. }, Some(mirror)) => {
+            super::mirror::add_topic(env, mirror, &topic, spec.partitions)?;
+            mirror_env = env.on_mirror(mirror);
+            &mirror_env
+        }
+        (PhaseKind::MirrorCatchUp | PhaseKind::MirrorLive { .. }, None) => {
+            return Err("no mirroring Ferry was started".to_string())
+        }
+        _ => env,
+    };
     let control = Arc::new(ReaderControl::default());
     let readers = spawn_readers(env, spec, &topic, &control, true)?;
     let watch = UsageWatch::start(env);
@@ -375,7 +420,10 @@ fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced
     let pool = (spec.values == Values::DistinctText).then(|| text_pool(TEXT_POOL_BYTES));
     let duration = env.duration();
     let byte_budget = match spec.kind {
-        PhaseKind::Backlog => Some(env.backlog_bytes()),
+        PhaseKind::Backlog {
+            full_bytes,
+            quick_bytes,
+        } => Some(env.backlog_bytes(full_bytes, quick_bytes)),
         _ => None,
     };
     let load = spec.load();
@@ -655,7 +703,7 @@ fn spawn_readers(
     }
     .into_iter()
     .map(|mode| ReaderSpec {
-        bootstrap: env.bootstrap.to_string(),
+        bootstrap: env.reader_bootstrap.unwrap_or(env.bootstrap).to_string(),
         topic: topic.to_string(),
         mode,
         fetch_wait_ms: spec.fetch_wait_ms(),

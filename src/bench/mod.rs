@@ -1,7 +1,7 @@
 //! `ferry bench` (feature `bench`): the reproducible benchmark harness. It owns everything
 //! about measuring a Kafka-compatible broker from the outside: the machine's limits
 //! (`limits`), starting and watching a broker process (`broker_process`), the fixed
-//! workloads W1-W5 (`workloads`), librdkafka producers, readers and topic administration
+//! workloads W1-W8 (`workloads`; W8's mirroring Ferry in `mirror`), librdkafka producers, readers and topic administration
 //! (`clients`), running one phase (`driver`), and the tables and JSON (`report`, `stats`).
 //! The broker never depends on this module or on librdkafka.
 
@@ -11,6 +11,7 @@ pub mod clients;
 pub mod device;
 pub mod driver;
 pub mod limits;
+pub mod mirror;
 pub mod noise;
 pub mod producer;
 pub mod reader;
@@ -193,6 +194,19 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
     let own_data_dir = broker.as_ref().map(|b| b.data_dir.clone());
     let device = device::BlockDevice::of(&scratch.path);
     let admin = Admin::connect(&bootstrap)?;
+    let mirror = if options.workloads.contains(&WorkloadId::W8) {
+        let log = options.json_path.with_extension("mirror.log");
+        let target = mirror::MirrorTarget::start(&scratch.path.join("mirror-data"), &log)?;
+        eprintln!(
+            "started the mirroring ferry (pid {}) on {}; its log: {}",
+            target.process.pid(),
+            target.process.bootstrap,
+            log.display()
+        );
+        Some(target)
+    } else {
+        None
+    };
     let env = PhaseEnv {
         bootstrap: &bootstrap,
         quick: options.quick,
@@ -202,6 +216,8 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
         data_dir: own_data_dir.as_deref(),
         latency_reports_pid: broker.as_ref().map(BrokerProcess::pid),
         device: device.as_ref(),
+        mirror: mirror.as_ref(),
+        reader_bootstrap: None,
     };
 
     let mut outcomes = Vec::new();
@@ -291,6 +307,11 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", options.json_path.display()))?;
     println!("Results written to {}", options.json_path.display());
 
+    if let Some(mut target) = mirror {
+        if let Err(e) = target.process.stop() {
+            eprintln!("warning: stopping the mirroring ferry: {e}");
+        }
+    }
     if let Some(mut b) = broker.take() {
         match b.stop() {
             Ok(status) if status.success() => {}

@@ -1,4 +1,4 @@
-//! The workloads W1-W5 as data: names, topics, record sizes, partition counts, rates and
+//! The workloads W1-W8 as data: names, topics, record sizes, partition counts, rates and
 //! durations are fixed here so results compare across versions and brokers. Changing any of
 //! them makes old results incomparable: add a new workload instead.
 
@@ -18,6 +18,11 @@ pub const W4_VALUE_BYTES: usize = 1024 - W4_KEY_BYTES;
 pub const W4_DISTINCT_KEYS: u64 = 100_000;
 /// W7's rate: 10 MiB/s of 1 KiB keyed records, each key written again every ~10 s.
 pub const W7_RECORDS_PER_S: u64 = 10_240;
+/// W8: the source's backlog the mirror catches up on, and the source's steady rate
+/// (20 MiB/s of 1 KiB records).
+pub const W8_BACKLOG_BYTES_FULL: u64 = 2 * 1024 * 1024 * 1024;
+pub const W8_BACKLOG_BYTES_QUICK: u64 = 256 * 1024 * 1024;
+pub const W8_STEADY_RECORDS_PER_S: u64 = 20_480;
 /// `linger.ms` of throughput phases and of the fixed-rate latency phases.
 pub const THROUGHPUT_LINGER_MS: u32 = 5;
 pub const LATENCY_LINGER_MS: u32 = 0;
@@ -39,10 +44,11 @@ pub enum WorkloadId {
     W5,
     W6,
     W7,
+    W8,
 }
 
 impl WorkloadId {
-    pub const ALL: [WorkloadId; 7] = [
+    pub const ALL: [WorkloadId; 8] = [
         WorkloadId::W1,
         WorkloadId::W2,
         WorkloadId::W3,
@@ -50,6 +56,7 @@ impl WorkloadId {
         WorkloadId::W5,
         WorkloadId::W6,
         WorkloadId::W7,
+        WorkloadId::W8,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +68,7 @@ impl WorkloadId {
             WorkloadId::W5 => "W5",
             WorkloadId::W6 => "W6",
             WorkloadId::W7 => "W7",
+            WorkloadId::W8 => "W8",
         }
     }
 
@@ -73,6 +81,7 @@ impl WorkloadId {
             WorkloadId::W5 => "backlog: produce a backlog, then catch up from the start with a cold page cache, then warm",
             WorkloadId::W6 => "topic compression: distinct 1 KiB text records produced uncompressed, 8 partitions, unthrottled, no reader; stored as produced, then into a compression.type=zstd topic (every batch recompressed)",
             WorkloadId::W7 => "compaction: 1 KiB records with 8-byte keys over 100,000 keys at 10,240/s (10 MiB/s), 4 partitions of 4 MiB segments, no reader; into a cleanup.policy=delete topic, then a compact one the log cleaner cleans while it is written",
+            WorkloadId::W8 => "mirror: a second Ferry mirrors an 8-partition topic of 1 KiB records from the broker under test: catch-up on a backlog (2 GiB) read cold by the source, then steady state with the source taking 20 MiB/s and a reader on the mirror (end-to-end = source append to mirror reader); broker figures of both mirror phases are the mirroring Ferry's",
         }
     }
 
@@ -244,11 +253,46 @@ impl WorkloadId {
                     keyed("keyed-compact", "bench-w7-compact", compact),
                 ]
             }
+            WorkloadId::W8 => {
+                let topic = "bench-w8-mirror";
+                vec![
+                    PhaseSpec {
+                        kind: PhaseKind::Backlog {
+                            full_bytes: W8_BACKLOG_BYTES_FULL,
+                            quick_bytes: W8_BACKLOG_BYTES_QUICK,
+                        },
+                        readers: Readers::None,
+                        ..live("backlog", topic, 8, 1024, "all", Load::Unthrottled)
+                    },
+                    PhaseSpec {
+                        kind: PhaseKind::MirrorCatchUp,
+                        readers: Readers::None,
+                        ..live("mirror-catch-up", topic, 8, 1024, "all", Load::Unthrottled)
+                    },
+                    PhaseSpec {
+                        kind: PhaseKind::MirrorLive {
+                            load: Load::Rate(W8_STEADY_RECORDS_PER_S),
+                        },
+                        profile: Profile::Latency,
+                        ..live(
+                            "mirror-steady",
+                            "bench-w8-steady",
+                            8,
+                            1024,
+                            "all",
+                            Load::Unthrottled,
+                        )
+                    },
+                ]
+            }
             WorkloadId::W5 => {
                 let topic = "bench-w5-backlog";
                 vec![
                     PhaseSpec {
-                        kind: PhaseKind::Backlog,
+                        kind: PhaseKind::Backlog {
+                            full_bytes: W5_BACKLOG_BYTES_FULL,
+                            quick_bytes: W5_BACKLOG_BYTES_QUICK,
+                        },
                         readers: Readers::None,
                         ..live("produce", topic, 16, 1024, "all", Load::Unthrottled)
                     },
@@ -275,6 +319,7 @@ impl WorkloadId {
             WorkloadId::W5 => "cold-catch-up",
             WorkloadId::W6 => "to-zstd",
             WorkloadId::W7 => "keyed-compact",
+            WorkloadId::W8 => "mirror-catch-up",
         }
     }
 }
@@ -294,8 +339,15 @@ pub enum Load {
 pub enum PhaseKind {
     /// Producing for the phase duration while the readers consume.
     Live { load: Load },
-    /// Producing a fixed number of bytes (W5's backlog) with no readers.
-    Backlog,
+    /// Producing a fixed number of bytes (a full or a `--quick` run's) with no readers.
+    Backlog { full_bytes: u64, quick_bytes: u64 },
+    /// W8: a second Ferry (the harness's) mirrors the topic an earlier phase filled, from
+    /// its start, until it has all of it; the source's pages are dropped from the page
+    /// cache first (when the harness started the source).
+    MirrorCatchUp,
+    /// W8: producing to a new topic of the broker under test, mirrored from its creation,
+    /// while a reader reads the mirroring Ferry.
+    MirrorLive { load: Load },
     /// Reading a topic an earlier phase filled, from its start; `cold` drops its pages from
     /// the page cache first (possible only when the harness started the broker).
     CatchUp { cold: bool },
@@ -353,7 +405,7 @@ pub enum Profile {
 impl PhaseSpec {
     pub fn load(&self) -> Load {
         match self.kind {
-            PhaseKind::Live { load } => load,
+            PhaseKind::Live { load } | PhaseKind::MirrorLive { load } => load,
             _ => Load::Unthrottled,
         }
     }
@@ -380,7 +432,10 @@ impl PhaseSpec {
 
     /// Whether this phase creates its topic (catch-up phases read an earlier one's).
     pub fn creates_topic(&self) -> bool {
-        !matches!(self.kind, PhaseKind::CatchUp { .. })
+        matches!(
+            self.kind,
+            PhaseKind::Live { .. } | PhaseKind::Backlog { .. } | PhaseKind::MirrorLive { .. }
+        )
     }
 
     pub fn record_bytes(&self) -> usize {

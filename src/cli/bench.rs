@@ -11,7 +11,8 @@ use clap::{Args, ValueEnum};
 pub struct BenchArgs {
     /// Workloads to run (repeatable): W1 small records, W2 1 KiB records and fan-out, W3
     /// fixed-rate latency, W4 many partitions, W5 backlog catch-up, W6
-    /// topic compression (recompression to zstd), W7 compaction (the log cleaner at work).
+    /// topic compression (recompression to zstd), W7 compaction (the log cleaner at work), W8 mirroring (a
+    /// second Ferry mirrors the broker under test).
     #[arg(
         long,
         value_enum,
@@ -55,6 +56,8 @@ pub enum WorkloadArg {
     W6,
     #[value(name = "W7")]
     W7,
+    #[value(name = "W8")]
+    W8,
     All,
 }
 
@@ -72,6 +75,7 @@ pub fn run(args: BenchArgs) -> i32 {
             WorkloadArg::W5 => &[WorkloadId::W5],
             WorkloadArg::W6 => &[WorkloadId::W6],
             WorkloadArg::W7 => &[WorkloadId::W7],
+            WorkloadArg::W8 => &[WorkloadId::W8],
             WorkloadArg::All => &WorkloadId::ALL,
         };
         workloads.extend_from_slice(chosen);

@@ -30,12 +30,26 @@ pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 pub const FETCH_MAX_BYTES: i32 = 16 << 20;
 /// Bytes one Fetch may return per partition.
 pub const FETCH_PARTITION_MAX_BYTES: i32 = 1 << 20;
-/// The mirror's fetches: read_uncommitted, so markers and aborted data come across.
+/// The mirror's fetches while the source is quiet: read_uncommitted, so markers and
+/// aborted data come across; the source holds them until a byte arrives.
 const MIRROR_FETCH: source::FetchLimits = source::FetchLimits {
+    max_wait_ms: source::FETCH_WAIT_MS,
+    min_bytes: 1,
     max_bytes: FETCH_MAX_BYTES,
     partition_max_bytes: FETCH_PARTITION_MAX_BYTES,
     isolation_level: 0,
 };
+/// The mirror's fetches while data flows: the source gathers up to `BUSY_FETCH_MIN_BYTES`
+/// for at most `BUSY_FETCH_WAIT_MS`, so a busy link makes a few hundred fetches a second
+/// instead of one per produced batch (the CPU cost of W8's steady phase), for at most that
+/// much more lag.
+const BUSY_FETCH: source::FetchLimits = source::FetchLimits {
+    max_wait_ms: BUSY_FETCH_WAIT_MS,
+    min_bytes: BUSY_FETCH_MIN_BYTES,
+    ..MIRROR_FETCH
+};
+const BUSY_FETCH_WAIT_MS: i32 = 5;
+const BUSY_FETCH_MIN_BYTES: i32 = 64 * 1024;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -104,6 +118,8 @@ struct Session {
     mirror: Arc<Mirror>,
     link: String,
     parts: BTreeMap<(String, i32), PartSync>,
+    /// Whether the last fetch brought data (then the next one gathers: `BUSY_FETCH`).
+    busy: bool,
 }
 
 impl Session {
@@ -112,6 +128,7 @@ impl Session {
             mirror,
             link,
             parts: BTreeMap::new(),
+            busy: false,
         }
     }
 
@@ -134,11 +151,13 @@ impl Session {
                 }
                 refreshed_at = Some(Instant::now());
             }
-            let fetched_any = match self.fetch_round(&mut cluster).await {
+            let fetched = match self.fetch_round(&mut cluster).await {
                 Ok(any) => any,
                 Err(err) => return SessionEnd::Source(err),
             };
-            if !fetched_any {
+            // A fetch that found nothing already waited `FETCH_WAIT_MS` on the source; only
+            // a link with nothing to fetch waits here (for a change or the next refresh).
+            if !fetched {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = wake.notified() => {}
@@ -429,7 +448,8 @@ impl Session {
         }))
     }
 
-    /// One Fetch per source leader for every resumed partition; true if any data came.
+    /// One Fetch per source leader for every resumed partition; false if there was no
+    /// partition to fetch.
     async fn fetch_round(&mut self, cluster: &mut Cluster) -> Result<bool, ClientError> {
         let mut by_leader: BTreeMap<i32, Vec<(String, i32, i64)>> = BTreeMap::new();
         for ((topic, index), part) in &self.parts {
@@ -441,18 +461,22 @@ impl Session {
                 ));
             }
         }
-        let mut any = false;
+        let any = !by_leader.is_empty();
+        let limits = if self.busy { BUSY_FETCH } else { MIRROR_FETCH };
+        let mut brought = false;
         for (leader, wanted) in by_leader {
-            let fetched = source::fetch(cluster, leader, &wanted, MIRROR_FETCH).await?;
+            let fetched = source::fetch(cluster, leader, &wanted, limits).await?;
             for answer in fetched {
-                any |= self.apply(answer).await?;
+                brought |= !answer.records.is_empty();
+                self.apply(answer).await?;
             }
         }
+        self.busy = brought;
         Ok(any)
     }
 
     /// Appends one partition's fetched batches.
-    async fn apply(&mut self, answer: Fetched) -> Result<bool, ClientError> {
+    async fn apply(&mut self, answer: Fetched) -> Result<(), ClientError> {
         let key = (answer.topic.clone(), answer.partition);
         match answer.error_code {
             0 => {}
@@ -462,7 +486,7 @@ impl Session {
                     part.resumed = false;
                 }
                 self.mirror.mark_changed(&self.link);
-                return Ok(false);
+                return Ok(());
             }
             codes::NOT_LEADER_OR_FOLLOWER
             | codes::LEADER_NOT_AVAILABLE
@@ -472,7 +496,7 @@ impl Session {
             | codes::UNKNOWN_TOPIC_ID => {
                 // Leadership moved or metadata is stale: refresh, then fetch again.
                 self.mirror.mark_changed(&self.link);
-                return Ok(false);
+                return Ok(());
             }
             code => {
                 return Err(ClientError::Kafka {
@@ -482,7 +506,7 @@ impl Session {
             }
         }
         let Some(part) = self.parts.get_mut(&key) else {
-            return Ok(false);
+            return Ok(());
         };
         let whole = source::whole_batches(&answer.records);
         let mut records = answer.records.slice(..whole);
@@ -503,7 +527,7 @@ impl Session {
                         answer.partition
                     );
                     self.fail(&key.0, reason);
-                    return Ok(false);
+                    return Ok(());
                 }
                 break;
             }
@@ -512,7 +536,7 @@ impl Session {
         let mirrored_end = part.partition.log_end_offset();
         if records.is_empty() {
             self.observe_fetch(&key, &answer, mirrored_end);
-            return Ok(false);
+            return Ok(());
         }
         self.append(&key, &answer, records).await
     }
@@ -522,9 +546,9 @@ impl Session {
         key: &(String, i32),
         answer: &Fetched,
         records: Bytes,
-    ) -> Result<bool, ClientError> {
+    ) -> Result<(), ClientError> {
         let Some(part) = self.parts.get_mut(key) else {
-            return Ok(false);
+            return Ok(());
         };
         let partition = Arc::clone(&part.partition);
         let (batches, max_producer_id) = batch_summary(&records);
@@ -538,7 +562,7 @@ impl Session {
                 "reserving the source's producer id {max_producer_id} on Ferry failed: {err}"
             );
             self.fail(&key.0, reason);
-            return Ok(false);
+            return Ok(());
         }
         let appended = partition.append_verbatim(&records, now_ms());
         match appended {
@@ -549,7 +573,7 @@ impl Session {
                     key.1, part.next_offset
                 );
                 self.fail(&key.0, reason);
-                return Ok(false);
+                return Ok(());
             }
         }
         if let Some(start) = part.pending_log_start.take() {
@@ -565,7 +589,7 @@ impl Session {
             s.batches_mirrored += batches;
         });
         self.observe_fetch(key, answer, mirrored_end);
-        Ok(true)
+        Ok(())
     }
 
     fn observe_fetch(&self, key: &(String, i32), answer: &Fetched, mirrored_end: i64) {

@@ -13,7 +13,7 @@ use crate::client::{check, ClientError, Cluster};
 
 /// The client id Ferry uses on the source (visible in the source's request logs).
 pub const CLIENT_ID: &str = "ferry-mirror";
-/// How long one Fetch waits on the source for new data.
+/// How long one Fetch waits on the source for new data when the source is quiet.
 pub const FETCH_WAIT_MS: i32 = 500;
 /// Topic configs a mirror topic takes from its source (when set there on the topic).
 pub const MIRRORED_CONFIGS: &[&str] = &[
@@ -146,6 +146,9 @@ pub struct Fetched {
 /// How much one Fetch may return.
 #[derive(Debug, Clone, Copy)]
 pub struct FetchLimits {
+    /// How long the source may hold the Fetch for `min_bytes` to arrive.
+    pub max_wait_ms: i32,
+    pub min_bytes: i32,
     pub max_bytes: i32,
     pub partition_max_bytes: i32,
     /// 0 = read_uncommitted (the mirror: markers and aborted data too), 1 = read_committed.
@@ -177,8 +180,8 @@ pub async fn fetch(
     }
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(FETCH_WAIT_MS)
-        .with_min_bytes(1)
+        .with_max_wait_ms(limits.max_wait_ms)
+        .with_min_bytes(limits.min_bytes)
         .with_max_bytes(limits.max_bytes)
         .with_isolation_level(limits.isolation_level)
         .with_session_epoch(-1)
