@@ -505,6 +505,11 @@ impl Session {
                 })
             }
         }
+        // A pause, removal or promotion since the fetch was sent stops the copy here.
+        if self.mirror.topic_state(&self.link, &key.0) != Some(TopicState::Mirroring) {
+            self.parts.retain(|(topic, _), _| *topic != key.0);
+            return Ok(());
+        }
         let Some(part) = self.parts.get_mut(&key) else {
             return Ok(());
         };

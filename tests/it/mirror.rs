@@ -420,3 +420,173 @@ fn wait_in_sync_one(mirror: &Broker, topic: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The committed offset of `group` on `topic`-0, read as a consumer would.
+fn committed_p0(broker: &Broker, group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, 0);
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    match committed.find_partition(topic, 0).unwrap().offset() {
+        Offset::Offset(o) => o,
+        _ => -1,
+    }
+}
+
+fn produce_plain(broker: &Broker, topic: &str, count: usize, bytes: usize) {
+    let producer: BaseProducer = broker.client_config().create().unwrap();
+    let value = vec![b'x'; bytes];
+    for _ in 0..count {
+        loop {
+            match producer.send(BaseRecord::<(), _>::to(topic).payload(&value).partition(0)) {
+                Ok(()) => break,
+                Err(_) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_move_back_exactly_and_retention_overtaking_a_paused_mirror_stops_it() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let mirror_dir = tempfile::tempdir().unwrap();
+    let source = Broker::start(
+        source_dir.path(),
+        &["--override", "log.retention.check.interval.ms=300"],
+    );
+    source.create_topic("events", 1, &[]).await;
+    source
+        .create_topic(
+            "short",
+            1,
+            &[("segment.bytes", "2000"), ("retention.bytes", "4000")],
+        )
+        .await;
+    produce_plain(&source, "events", 300, 100);
+    produce_plain(&source, "short", 10, 100);
+    let mirror = Broker::start(mirror_dir.path(), &[]);
+    let run = |args: &[&str]| {
+        let (ok, out, err) = ferry(&mirror.bootstrap, args);
+        assert!(ok, "{args:?}: {out}{err}");
+    };
+    run(&["mirror", "create", "east", "--source", &source.bootstrap]);
+    run(&[
+        "mirror",
+        "add",
+        "east",
+        "--topics",
+        "events,short",
+        "--groups",
+        "app",
+    ]);
+    wait_in_sync_one(&mirror, "short");
+    wait_for("events mirrored", || {
+        end_offsets_of(&mirror, "events") == 300
+    });
+
+    // Consumers first: the group reads on Ferry, commits, stops; its commit goes back
+    // to the source, where a consumer of the group resumes exactly there.
+    let consumer: BaseConsumer = mirror
+        .client_config()
+        .set("group.id", "app")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["events"]).unwrap();
+    let mut read = 0;
+    while read < 120 {
+        if let Some(m) = consumer.poll(Duration::from_secs(1)) {
+            m.unwrap();
+            read += 1;
+        }
+    }
+    let mut position = TopicPartitionList::new();
+    position
+        .add_partition_offset("events", 0, Offset::Offset(120))
+        .unwrap();
+    consumer.commit(&position, CommitMode::Sync).unwrap();
+    consumer.unsubscribe();
+    drop(consumer);
+    wait_for("the write-back of the group's offset", || {
+        committed_p0(&source, "app", "events") == 120
+    });
+    let back: BaseConsumer = source
+        .client_config()
+        .set("group.id", "app")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    back.subscribe(&["events"]).unwrap();
+    let first = loop {
+        if let Some(m) = back.poll(Duration::from_secs(1)) {
+            break m.unwrap().offset();
+        }
+    };
+    assert_eq!(
+        first, 120,
+        "the group did not resume where it stopped on Ferry"
+    );
+    drop(back);
+
+    // A paused mirror overtaken by the source's retention fails instead of skipping.
+    run(&["mirror", "pause", "east", "--topic", "short"]);
+    let paused_end = end_offsets_of(&mirror, "short");
+    for _ in 0..60 {
+        produce_plain(&source, "short", 1, 100);
+    }
+    let source_start = || {
+        let consumer: BaseConsumer = source.client_config().create().unwrap();
+        consumer
+            .fetch_watermarks("short", 0, Duration::from_secs(5))
+            .unwrap()
+            .0
+    };
+    wait_for("source retention to pass the mirror", || {
+        source_start() > paused_end
+    });
+    run(&["mirror", "resume", "east", "--topic", "short"]);
+    wait_for("the overtaken mirror to fail", || {
+        let s = status(&mirror);
+        let t = topic_status(&s, "short");
+        t["state"] == "failed"
+            && t["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("source retention deleted offsets"))
+    });
+    assert_eq!(
+        end_offsets_of(&mirror, "short"),
+        paused_end,
+        "nothing may be skipped"
+    );
+    let (ok, out, _) = ferry(&mirror.bootstrap, &["mirror", "status", "east"]);
+    assert!(ok);
+    assert!(
+        out.contains("ferry mirror resume east --topic short"),
+        "{out}"
+    );
+}
+
+fn end_offsets_of(broker: &Broker, topic: &str) -> i64 {
+    let consumer: BaseConsumer = broker.client_config().create().unwrap();
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .map_or(-1, |w| w.1)
+}
