@@ -21,6 +21,7 @@ mod librdkafka_suite;
 mod log_cli;
 mod metrics;
 mod mirror;
+mod mirror_hostile;
 mod produce_consume;
 mod records;
 mod recovery;
