@@ -196,6 +196,7 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
             listener,
             Arc::clone(&broker),
             Arc::clone(&stats),
+            Arc::downgrade(&mirror),
             stopped.clone(),
         ))
     });

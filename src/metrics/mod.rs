@@ -35,10 +35,12 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     network: Arc<NetworkStats>,
+    mirror: std::sync::Weak<crate::mirror::Mirror>,
     stopped: watch::Receiver<bool>,
 ) {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(BrokerCollector::new(broker, network)));
+    registry.register_collector(Box::new(crate::mirror::metrics::MirrorCollector(mirror)));
     let render_metrics: http::Render = Arc::new(move || render(&registry));
     http::run(listener, render_metrics, stopped).await;
 }

@@ -13,6 +13,7 @@
 
 pub mod groups;
 pub mod link;
+pub mod metrics;
 pub mod ops;
 pub mod source;
 pub mod status;

@@ -50,7 +50,7 @@ impl Scrape {
 }
 
 /// The metrics address the broker logged at startup.
-fn metrics_address(broker: &Broker) -> String {
+pub(crate) fn metrics_address(broker: &Broker) -> String {
     broker
         .drain_log()
         .iter()
@@ -62,7 +62,7 @@ fn metrics_address(broker: &Broker) -> String {
 }
 
 /// Sends `request` on a new connection and returns everything the server answered.
-fn exchange(address: &str, request: &[u8]) -> String {
+pub(crate) fn exchange(address: &str, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(address).expect("connect to the metrics endpoint");
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     stream.write_all(request).expect("send the request");

@@ -481,7 +481,8 @@ async fn groups_move_back_exactly_and_retention_overtaking_a_paused_mirror_stops
         .await;
     produce_plain(&source, "events", 300, 100);
     produce_plain(&source, "short", 10, 100);
-    let mirror = Broker::start(mirror_dir.path(), &[]);
+    let mirror = Broker::start(mirror_dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let metrics = crate::metrics::metrics_address(&mirror);
     let run = |args: &[&str]| {
         let (ok, out, err) = ferry(&mirror.bootstrap, args);
         assert!(ok, "{args:?}: {out}{err}");
@@ -499,6 +500,17 @@ async fn groups_move_back_exactly_and_retention_overtaking_a_paused_mirror_stops
     wait_in_sync_one(&mirror, "short");
     wait_for("events mirrored", || {
         end_offsets_of(&mirror, "events") == 300
+    });
+    // The same figures on the metrics endpoint.
+    let labels = r#"{link="east",topic="events",partition="0"}"#;
+    wait_for("the mirror's gauges", || {
+        let text = crate::metrics::exchange(&metrics, b"GET /metrics HTTP/1.1\r\n\r\n");
+        text.contains(&format!("ferry_mirror_log_end_offset{labels} 300"))
+            && text.contains(&format!("ferry_mirror_source_log_end_offset{labels} 300"))
+            && text.contains(&format!("ferry_mirror_lag_records{labels} 0"))
+            && text.contains(
+                r#"ferry_mirror_topic_state{link="east",topic="events",state="mirroring"} 1"#,
+            )
     });
 
     // Consumers first: the group reads on Ferry, commits, stops; its commit goes back
