@@ -3,6 +3,7 @@
 //! docs/migration.md). Exit 1 whenever what was asked did not happen.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -52,6 +53,10 @@ pub enum MirrorCommand {
         /// Sync every source group whose whole name matches.
         #[arg(long)]
         group_regex: Option<String>,
+        /// Copy the source's ACLs (pending until Ferry has an authorizer; `status` shows
+        /// the source's ACLs meanwhile).
+        #[arg(long)]
+        sync_acls: bool,
     },
     /// Stop copying a topic for now (it stays read-only).
     Pause {
@@ -71,9 +76,15 @@ pub enum MirrorCommand {
         #[arg(long)]
         topic: String,
     },
-    /// Per topic and partition: source and mirror offsets, lag, throughput, state; per
-    /// group: source and Ferry offsets and where it is active.
-    Status { link: Option<String> },
+    /// Per topic and partition: source and mirror offsets, lag, throughput, state (with a
+    /// progress bar on a terminal); per group: source and Ferry offsets and where it is
+    /// active; the source's ACLs.
+    Status {
+        link: Option<String>,
+        /// Redraw every second until every mirroring partition is in sync.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Compare the mirror with its source batch by batch; exit 1 on any difference.
     Verify {
         link: String,
@@ -122,16 +133,21 @@ pub fn run(args: MirrorArgs) -> i32 {
                 topic_regex,
                 groups,
                 group_regex,
+                sync_acls,
             } => {
                 if topics.is_empty()
                     && topic_regex.is_none()
                     && groups.is_empty()
                     && group_regex.is_none()
+                    && !sync_acls
                 {
-                    return Err("name --topics, --topic-regex, --groups or --group-regex".into());
+                    return Err(
+                        "name --topics, --topic-regex, --groups, --group-regex or --sync-acls"
+                            .into(),
+                    );
                 }
                 json!({ "op": "add", "link": link, "topics": topics, "topic_regex": topic_regex,
-                        "groups": groups, "group_regex": group_regex })
+                        "groups": groups, "group_regex": group_regex, "sync_acls": sync_acls })
             }
             MirrorCommand::Pause { link, topic } => {
                 json!({ "op": "pause", "link": link, "topic": topic })
@@ -142,12 +158,22 @@ pub fn run(args: MirrorArgs) -> i32 {
             MirrorCommand::Remove { link, topic } => {
                 json!({ "op": "remove", "link": link, "topic": topic })
             }
-            MirrorCommand::Status { link } => {
-                let answer = mirror::call(&bootstrap, json!({ "op": "status", "link": link }))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                print_status(&answer, output);
-                return Ok(());
+            MirrorCommand::Status { link, watch } => {
+                let terminal = std::io::stdout().is_terminal() && matches!(output, Output::Table);
+                loop {
+                    let answer = mirror::call(&bootstrap, json!({ "op": "status", "link": link }))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if watch && terminal {
+                        // Clear the screen and draw from its top.
+                        print!("\x1b[H\x1b[2J");
+                    }
+                    print_status(&answer, output, terminal);
+                    if !watch || all_in_sync(&answer) {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
             }
             MirrorCommand::Verify { link, topic } => {
                 return verify(&bootstrap, &link, topic, output).await;
@@ -220,7 +246,41 @@ fn number(value: &Json) -> Value {
     value.as_i64().map_or(Value::Missing, Value::Number)
 }
 
-fn print_status(answer: &Json, output: Output) {
+/// Whether every mirroring partition of every link has what its source has.
+fn all_in_sync(answer: &Json) -> bool {
+    let links = answer["links"].as_array().cloned().unwrap_or_default();
+    links.iter().all(|link| {
+        let topics = link["topics"].as_array().cloned().unwrap_or_default();
+        topics.iter().all(|t| {
+            t["state"] != "mirroring"
+                || t["partitions"]
+                    .as_array()
+                    .is_some_and(|ps| !ps.is_empty() && ps.iter().all(|p| p["lag_records"] == 0))
+        })
+    })
+}
+
+/// `[#######---]  70%`: how much of the source's retained range the mirror has.
+fn progress_bar(p: &Json) -> String {
+    const WIDTH: i64 = 20;
+    let start = p["source_log_start_offset"].as_i64().unwrap_or(0);
+    let end = p["source_log_end_offset"].as_i64().unwrap_or(0);
+    let mirrored = p["mirrored_log_end_offset"].as_i64().unwrap_or(0);
+    let percent = if end <= start {
+        100
+    } else {
+        ((mirrored.clamp(start, end) - start).saturating_mul(100) / (end - start)).clamp(0, 100)
+    };
+    let filled = usize::try_from(percent * WIDTH / 100).unwrap_or(0);
+    let empty = usize::try_from(WIDTH).unwrap_or(0).saturating_sub(filled);
+    format!(
+        "[{}{}] {percent:>3}%",
+        "#".repeat(filled),
+        "-".repeat(empty)
+    )
+}
+
+fn print_status(answer: &Json, output: Output, terminal: bool) {
     if matches!(output, Output::Json) {
         println!("{answer}");
         return;
@@ -282,6 +342,11 @@ fn print_status(answer: &Json, output: Output) {
                 } else {
                     state.clone()
                 };
+                let shown = if terminal {
+                    format!("{shown} {}", progress_bar(&p))
+                } else {
+                    shown
+                };
                 table.push(vec![
                     name.clone().into(),
                     number(&p["partition"]),
@@ -327,6 +392,41 @@ fn print_status(answer: &Json, output: Output) {
             }
             print!("{}", table.to_text());
         }
+        print_acls(&link);
+    }
+}
+
+fn print_acls(link: &Json) {
+    if let Some(why) = link["source_acls"]["unavailable"].as_str() {
+        println!("source ACLs: not readable: {why}");
+    }
+    if let Some(entries) = link["source_acls"]["entries"].as_array() {
+        let mut table = Table::new(&[
+            "resource_type",
+            "resource_name",
+            "pattern_type",
+            "principal",
+            "host",
+            "operation",
+            "permission",
+        ]);
+        for acl in entries {
+            let cell = |k: &str| Value::from(acl[k].as_str().unwrap_or_default());
+            table.push(vec![
+                cell("resource_type"),
+                cell("resource_name"),
+                cell("pattern_type"),
+                cell("principal"),
+                cell("host"),
+                cell("operation"),
+                cell("permission"),
+            ]);
+        }
+        println!("source ACLs: {}", entries.len());
+        print!("{}", table.to_text());
+    }
+    if let Some(pending) = link["acl_sync"].as_str() {
+        println!("ACL sync: {pending}");
     }
 }
 

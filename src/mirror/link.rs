@@ -50,6 +50,8 @@ const BUSY_FETCH: source::FetchLimits = source::FetchLimits {
 };
 const BUSY_FETCH_WAIT_MS: i32 = 5;
 const BUSY_FETCH_MIN_BYTES: i32 = 64 * 1024;
+/// How often the source's ACLs are read for `status`.
+const ACL_READ_INTERVAL_MS: i64 = 300_000;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -191,6 +193,7 @@ impl Session {
             self.resume_and_observe(cluster, &starts, &ends).await?;
         }
         super::groups::sync(&self.mirror, &self.link, &record, cluster).await;
+        self.read_acls_if_due(cluster).await;
         self.mirror.with_status(&self.link, |s| {
             s.error = None;
             let now = now_ms();
@@ -201,6 +204,21 @@ impl Session {
             }
         });
         Ok(())
+    }
+
+    /// Reads the source's ACLs for `status` every `ACL_READ_INTERVAL_MS`.
+    async fn read_acls_if_due(&self, cluster: &mut Cluster) {
+        let now = now_ms();
+        let due = self.mirror.with_status(&self.link, |s| {
+            now.saturating_sub(s.acls_read_at_ms) >= ACL_READ_INTERVAL_MS
+        });
+        if due {
+            let acls = source::acls(cluster).await;
+            self.mirror.with_status(&self.link, |s| {
+                s.source_acls = Some(acls);
+                s.acls_read_at_ms = now;
+            });
+        }
     }
 
     /// Makes the local topic match the source topic (exists, partitions, configs) and

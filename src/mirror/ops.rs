@@ -47,6 +47,8 @@ enum Request {
         groups: Vec<String>,
         #[serde(default)]
         group_regex: Option<String>,
+        #[serde(default)]
+        sync_acls: bool,
     },
     Pause {
         link: String,
@@ -72,6 +74,15 @@ enum Request {
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
+}
+
+/// What `add` asks for.
+struct Wanted {
+    topics: Vec<String>,
+    topic_regex: Option<String>,
+    groups: Vec<String>,
+    group_regex: Option<String>,
+    sync_acls: bool,
 }
 
 /// An operation that did not happen: (kind, message).
@@ -124,9 +135,16 @@ impl Mirror {
                 topic_regex,
                 groups,
                 group_regex,
+                sync_acls,
             } => {
-                self.add(&link, topics, topic_regex, groups, group_regex)
-                    .await
+                let wanted = Wanted {
+                    topics,
+                    topic_regex,
+                    groups,
+                    group_regex,
+                    sync_acls,
+                };
+                self.add(&link, wanted).await
             }
             Request::Pause { link, topic } => self.set_state(&link, &topic, TopicState::Paused),
             Request::Resume { link, topic } => self.set_state(&link, &topic, TopicState::Mirroring),
@@ -177,6 +195,7 @@ impl Mirror {
             topics: BTreeMap::new(),
             groups: Vec::new(),
             group_regex: None,
+            sync_acls: false,
         };
         self.update(|state| {
             if state.links.len() >= store::MAX_LINKS {
@@ -222,14 +241,14 @@ impl Mirror {
         })
     }
 
-    async fn add(
-        self: &Arc<Self>,
-        link: &str,
-        mut topics: Vec<String>,
-        topic_regex: Option<String>,
-        groups: Vec<String>,
-        group_regex: Option<String>,
-    ) -> Result<Value, Refusal> {
+    async fn add(self: &Arc<Self>, link: &str, wanted: Wanted) -> Result<Value, Refusal> {
+        let Wanted {
+            mut topics,
+            topic_regex,
+            groups,
+            group_regex,
+            sync_acls,
+        } = wanted;
         let record = self.existing(link)?;
         let anchored = |re: &str| {
             regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| {
@@ -304,6 +323,7 @@ impl Mirror {
                 if group_regex.is_some() {
                     entry.group_regex = group_regex.clone();
                 }
+                entry.sync_acls |= sync_acls;
                 Ok(added)
             })
             .map_err(|m| refused("refused", m))?;
@@ -397,6 +417,14 @@ impl Mirror {
                 "group_regex": record.group_regex,
                 "topics": topics,
                 "groups": status.groups,
+                "source_acls": match &status.source_acls {
+                    Some(Ok(acls)) => json!({ "entries": acls }),
+                    Some(Err(why)) => json!({ "unavailable": why }),
+                    None => Value::Null,
+                },
+                "acl_sync": record.sync_acls.then_some(
+                    "pending: Ferry has no ACLs yet; the source's ACLs are copied once it has an authorizer"
+                ),
             }));
         }
         Ok(json!({ "links": links }))

@@ -294,3 +294,111 @@ mod tests {
             .contains("sasl.mechanism"));
     }
 }
+
+/// One ACL binding on the source, with Kafka's names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceAcl {
+    pub resource_type: &'static str,
+    pub resource_name: String,
+    pub pattern_type: &'static str,
+    pub principal: String,
+    pub host: String,
+    pub operation: &'static str,
+    pub permission: &'static str,
+}
+
+fn resource_type_name(code: i8) -> &'static str {
+    match code {
+        2 => "TOPIC",
+        3 => "GROUP",
+        4 => "CLUSTER",
+        5 => "TRANSACTIONAL_ID",
+        6 => "DELEGATION_TOKEN",
+        7 => "USER",
+        _ => "UNKNOWN",
+    }
+}
+
+fn operation_name(code: i8) -> &'static str {
+    const NAMES: [&str; 15] = [
+        "UNKNOWN",
+        "ANY",
+        "ALL",
+        "READ",
+        "WRITE",
+        "CREATE",
+        "DELETE",
+        "ALTER",
+        "DESCRIBE",
+        "CLUSTER_ACTION",
+        "DESCRIBE_CONFIGS",
+        "ALTER_CONFIGS",
+        "IDEMPOTENT_WRITE",
+        "CREATE_TOKENS",
+        "DESCRIBE_TOKENS",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
+/// Every ACL binding of the source (DescribeAcls with an ANY filter), or why it cannot
+/// be read: the source has no authorizer, the link's principal may not describe them, or
+/// the source does not serve DescribeAcls.
+pub async fn acls(cluster: &mut Cluster) -> Result<Vec<SourceAcl>, String> {
+    use proto_kafka::messages::{DescribeAclsRequest, DescribeAclsResponse};
+    let metadata = cluster
+        .metadata(Some(Vec::new()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let node = metadata
+        .brokers
+        .first()
+        .map(|b| b.node_id.0)
+        .ok_or("the source lists no broker")?;
+    let request = DescribeAclsRequest::default()
+        .with_resource_type_filter(1)
+        .with_pattern_type_filter(1)
+        .with_operation(1)
+        .with_permission_type(1);
+    let connection = cluster.broker(node).await.map_err(|e| e.to_string())?;
+    let response: DescribeAclsResponse =
+        match connection.call(ApiKey::DescribeAcls, 3, &request).await {
+            Ok((_, response)) => response,
+            Err(ClientError::Unsupported { .. }) => {
+                return Err("the source does not serve DescribeAcls".into())
+            }
+            Err(err) => return Err(err.to_string()),
+        };
+    match response.error_code {
+        0 => {}
+        54 => return Err("the source has no authorizer (SECURITY_DISABLED)".into()),
+        31 => return Err("the link's principal may not describe the source's ACLs".into()),
+        code => return Err(format!("DescribeAcls answered error {code}")),
+    }
+    let mut out = Vec::new();
+    for resource in &response.resources {
+        for acl in &resource.acls {
+            out.push(SourceAcl {
+                resource_type: resource_type_name(resource.resource_type),
+                resource_name: resource.resource_name.to_string(),
+                pattern_type: if resource.pattern_type == 4 {
+                    "PREFIXED"
+                } else {
+                    "LITERAL"
+                },
+                principal: acl.principal.to_string(),
+                host: acl.host.to_string(),
+                operation: operation_name(acl.operation),
+                permission: if acl.permission_type == 2 {
+                    "DENY"
+                } else {
+                    "ALLOW"
+                },
+            });
+        }
+    }
+    Ok(out)
+}

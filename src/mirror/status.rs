@@ -55,6 +55,11 @@ pub struct LinkStatus {
     /// topic -> partition -> status
     pub partitions: BTreeMap<String, BTreeMap<i32, PartitionStatus>>,
     pub groups: BTreeMap<String, GroupStatus>,
+    /// The source's ACLs, or why they cannot be read (refreshed every few minutes).
+    pub source_acls: Option<Result<Vec<super::source::SourceAcl>, String>>,
+    /// When the ACLs were last read (ms since the epoch).
+    #[serde(skip)]
+    pub acls_read_at_ms: i64,
 }
 
 impl PartitionStatus {

@@ -80,6 +80,10 @@ pub struct LinkRecord {
     /// Groups whose committed offsets are synced, by pattern (whole-name match).
     #[serde(default)]
     pub group_regex: Option<String>,
+    /// `ferry mirror add --sync-acls` was asked: copy the source's ACLs once Ferry has an
+    /// authorizer (pending until then).
+    #[serde(default)]
+    pub sync_acls: bool,
 }
 
 /// Every link, as stored.
@@ -177,6 +181,7 @@ mod tests {
             topics: BTreeMap::new(),
             groups: vec!["billing".into()],
             group_regex: Some("app-.*".into()),
+            sync_acls: true,
         };
         link.topics.insert(
             "orders".into(),

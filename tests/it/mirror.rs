@@ -277,6 +277,8 @@ async fn a_live_migration_keeps_offsets_records_and_group_positions() {
         ],
     );
     assert!(ok, "add: {err}");
+    let (ok, _, err) = ferry(&mirror.bootstrap, &["mirror", "add", "east", "--sync-acls"]);
+    assert!(ok, "add --sync-acls: {err}");
     // Crash the mirroring Ferry twice while it catches up, with the source still written.
     for round in 0..2 {
         std::thread::sleep(Duration::from_millis(300));
@@ -299,6 +301,19 @@ async fn a_live_migration_keeps_offsets_records_and_group_positions() {
     );
     assert!(ok, "verify: {out}{err}");
     assert!(!out.contains("DIVERGED"), "{out}");
+    // The source's ACLs are listed when it can describe them (this one cannot), and
+    // their sync waits for Ferry's authorizer.
+    let link = &status(&mirror)["links"][0];
+    assert!(
+        link["acl_sync"].as_str().unwrap().starts_with("pending"),
+        "{link}"
+    );
+    assert!(
+        link["source_acls"]["unavailable"]
+            .as_str()
+            .is_some_and(|why| why.contains("DescribeAcls")),
+        "{link}"
+    );
 
     // The group's source offsets arrive verbatim; its consumers resume there on Ferry.
     let deadline = Instant::now() + Duration::from_secs(30);
