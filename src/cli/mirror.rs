@@ -35,6 +35,10 @@ pub enum MirrorCommand {
         /// Kafka client properties for the source connection (a .properties file).
         #[arg(long, value_name = "FILE")]
         source_config: Option<PathBuf>,
+        /// Copy at most this many bytes per second over the link (default: no limit).
+        /// Run `create` again with the same source to change it or the properties.
+        #[arg(long, value_name = "BYTES")]
+        max_bytes_per_second: Option<u64>,
     },
     /// Delete a link that mirrors nothing any more.
     Delete { link: String },
@@ -115,6 +119,7 @@ pub fn run(args: MirrorArgs) -> i32 {
                 link,
                 source,
                 source_config,
+                max_bytes_per_second,
             } => {
                 let config = match source_config {
                     Some(path) => {
@@ -124,7 +129,8 @@ pub fn run(args: MirrorArgs) -> i32 {
                     }
                     None => BTreeMap::new(),
                 };
-                json!({ "op": "create_link", "link": link, "source": source, "source_config": config })
+                json!({ "op": "create_link", "link": link, "source": source, "source_config": config,
+                        "max_bytes_per_second": max_bytes_per_second })
             }
             MirrorCommand::Delete { link } => json!({ "op": "delete_link", "link": link }),
             MirrorCommand::Add {
@@ -211,7 +217,7 @@ fn summary(answer: &Json) -> String {
         return if created {
             format!("created link {link}")
         } else {
-            format!("link {link} already exists as asked")
+            format!("link {link} updated (it reconnects with these settings)")
         };
     }
     if answer["deleted"].as_bool() == Some(true) {

@@ -18,7 +18,8 @@ use tokio::net::TcpStream;
 
 /// Largest response this client accepts (`max.response.bytes`).
 pub const MAX_RESPONSE_BYTES: usize = 100 << 20;
-/// How long one request may take before the client gives up.
+/// How long one request may take before the client gives up, unless told otherwise
+/// (`request.timeout.ms` of a mirror link's source properties).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What went wrong talking to the cluster.
@@ -94,16 +95,26 @@ pub struct Connection {
     /// api key -> (min, max) the broker supports.
     versions: HashMap<i16, (i16, i16)>,
     client_id: String,
+    request_timeout: Duration,
 }
 
 impl Connection {
     /// Connects and negotiates API versions.
     pub async fn connect(address: &str, client_id: &str) -> Result<Connection, ClientError> {
+        Connection::connect_with_timeout(address, client_id, REQUEST_TIMEOUT).await
+    }
+
+    /// Connects with `request_timeout` for the connection and every request.
+    pub async fn connect_with_timeout(
+        address: &str,
+        client_id: &str,
+        request_timeout: Duration,
+    ) -> Result<Connection, ClientError> {
         let io = |source| ClientError::Io {
             address: address.to_string(),
             source,
         };
-        let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(address))
+        let stream = tokio::time::timeout(request_timeout, TcpStream::connect(address))
             .await
             .map_err(|_| ClientError::Timeout {
                 address: address.to_string(),
@@ -116,6 +127,7 @@ impl Connection {
             next_correlation_id: 1,
             versions: HashMap::new(),
             client_id: client_id.to_string(),
+            request_timeout,
         };
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("ferry"))
@@ -174,7 +186,7 @@ impl Connection {
         let version = self.version(api, max)?;
         let (frame, _) = self.frame(api, version, request)?;
         let address = self.address.clone();
-        tokio::time::timeout(REQUEST_TIMEOUT, self.stream.write_all(&frame))
+        tokio::time::timeout(self.request_timeout, self.stream.write_all(&frame))
             .await
             .map_err(|_| ClientError::Timeout {
                 address: address.clone(),
@@ -255,7 +267,7 @@ impl Connection {
             self.stream.read_exact(&mut buf).await?;
             Ok::<_, std::io::Error>(Bytes::from(buf))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(self.request_timeout, exchange)
             .await
             .map_err(|_| ClientError::Timeout {
                 address: address.clone(),
@@ -289,6 +301,7 @@ impl Connection {
 /// A cluster reached through a bootstrap address.
 pub struct Cluster {
     client_id: String,
+    request_timeout: Duration,
     bootstrap: Connection,
     /// node id -> "host:port"
     brokers: HashMap<i32, String>,
@@ -298,9 +311,20 @@ pub struct Cluster {
 impl Cluster {
     /// Connects to the bootstrap broker and learns the cluster's brokers.
     pub async fn connect(bootstrap: &str, client_id: &str) -> Result<Cluster, ClientError> {
-        let connection = Connection::connect(bootstrap, client_id).await?;
+        Cluster::connect_with_timeout(bootstrap, client_id, REQUEST_TIMEOUT).await
+    }
+
+    /// Connects with `request_timeout` for every connection and request.
+    pub async fn connect_with_timeout(
+        bootstrap: &str,
+        client_id: &str,
+        request_timeout: Duration,
+    ) -> Result<Cluster, ClientError> {
+        let connection =
+            Connection::connect_with_timeout(bootstrap, client_id, request_timeout).await?;
         let mut cluster = Cluster {
             client_id: client_id.to_string(),
+            request_timeout,
             bootstrap: connection,
             brokers: HashMap::new(),
             connections: HashMap::new(),
@@ -353,7 +377,9 @@ impl Cluster {
             let address = self.brokers.get(&node_id).cloned().ok_or_else(|| {
                 ClientError::Protocol(format!("broker {node_id} is not in the cluster metadata"))
             })?;
-            let connection = Connection::connect(&address, &self.client_id).await?;
+            let connection =
+                Connection::connect_with_timeout(&address, &self.client_id, self.request_timeout)
+                    .await?;
             self.connections.insert(node_id, connection);
         }
         Ok(self.connections.get_mut(&node_id).expect("inserted above"))

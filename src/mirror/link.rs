@@ -122,6 +122,51 @@ struct Session {
     parts: BTreeMap<(String, i32), PartSync>,
     /// Whether the last fetch brought data (then the next one gathers: `BUSY_FETCH`).
     busy: bool,
+    /// The link's bandwidth limit (`--max-bytes-per-second`); appending waits on it, and
+    /// the next fetch waits for the append, so the source is read no faster.
+    pacer: Pacer,
+}
+
+/// Paces a byte stream to a rate: each chunk moves the earliest time the next may go by
+/// the chunk's share of a second, so the average never exceeds the rate, and a fetch is
+/// capped to one second's worth of bytes (`Pacer::fetch_limits`), so neither does a burst.
+struct Pacer {
+    bytes_per_second: Option<u64>,
+    ready_at: Instant,
+}
+
+impl Pacer {
+    fn new(bytes_per_second: Option<u64>) -> Pacer {
+        Pacer {
+            bytes_per_second: bytes_per_second.filter(|b| *b > 0),
+            ready_at: Instant::now(),
+        }
+    }
+
+    /// How long to wait after sending `bytes`.
+    fn after(&mut self, bytes: usize) -> Duration {
+        let Some(rate) = self.bytes_per_second else {
+            return Duration::ZERO;
+        };
+        let now = Instant::now();
+        let share = Duration::from_secs_f64(bytes as f64 / rate as f64);
+        self.ready_at = self.ready_at.max(now) + share;
+        self.ready_at.saturating_duration_since(now)
+    }
+
+    /// `limits` with fetch sizes of at most one second's worth (at least 16 KiB, so one
+    /// batch of that size still comes).
+    fn fetch_limits(&self, limits: source::FetchLimits) -> source::FetchLimits {
+        let Some(rate) = self.bytes_per_second else {
+            return limits;
+        };
+        let second = i32::try_from(rate).unwrap_or(i32::MAX).max(16 * 1024);
+        source::FetchLimits {
+            max_bytes: limits.max_bytes.min(second),
+            partition_max_bytes: limits.partition_max_bytes.min(second),
+            ..limits
+        }
+    }
 }
 
 impl Session {
@@ -131,6 +176,7 @@ impl Session {
             link,
             parts: BTreeMap::new(),
             busy: false,
+            pacer: Pacer::new(None),
         }
     }
 
@@ -138,7 +184,8 @@ impl Session {
         let Some(record) = self.mirror.link(&self.link) else {
             return SessionEnd::Stopped;
         };
-        let mut cluster = match Cluster::connect(&record.source, source::CLIENT_ID).await {
+        self.pacer = Pacer::new(record.max_bytes_per_second);
+        let mut cluster = match source::connect(&record.source, &record.source_config).await {
             Ok(cluster) => cluster,
             Err(err) => return SessionEnd::Source(err),
         };
@@ -480,7 +527,9 @@ impl Session {
             }
         }
         let any = !by_leader.is_empty();
-        let limits = if self.busy { BUSY_FETCH } else { MIRROR_FETCH };
+        let limits = self
+            .pacer
+            .fetch_limits(if self.busy { BUSY_FETCH } else { MIRROR_FETCH });
         let mut brought = false;
         for (leader, wanted) in by_leader {
             let fetched = source::fetch(cluster, leader, &wanted, limits).await?;
@@ -599,6 +648,10 @@ impl Session {
             s.batches_mirrored += batches;
         });
         self.observe_fetch(key, answer, mirrored_end);
+        let delay = self.pacer.after(records.len());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         Ok(())
     }
 

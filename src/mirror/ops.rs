@@ -18,7 +18,6 @@ use super::source;
 use super::store::{self, LinkRecord, TopicRecord, TopicState};
 use super::{read_only_reason, Mirror};
 use crate::broker::admin_api::{error_answer, AdminService};
-use crate::client::Cluster;
 
 /// How long `promote` waits at most for the mirror to reach the source's end.
 const PROMOTE_WAIT_DEFAULT_MS: u64 = 30_000;
@@ -33,6 +32,8 @@ enum Request {
         source: String,
         #[serde(default)]
         source_config: BTreeMap<String, String>,
+        #[serde(default)]
+        max_bytes_per_second: Option<u64>,
     },
     DeleteLink {
         link: String,
@@ -127,7 +128,11 @@ impl Mirror {
                 link,
                 source,
                 source_config,
-            } => self.create_link(link, source, source_config).await,
+                max_bytes_per_second,
+            } => {
+                self.create_link(link, source, source_config, max_bytes_per_second)
+                    .await
+            }
             Request::DeleteLink { link } => self.delete_link(&link),
             Request::Add {
                 link,
@@ -167,20 +172,37 @@ impl Mirror {
         link: String,
         source: String,
         source_config: BTreeMap<String, String>,
+        max_bytes_per_second: Option<u64>,
     ) -> Result<Value, Refusal> {
         crate::broker::topics::validate_name(&link)
             .map_err(|e| refused("invalid_request", format!("link name: {e}")))?;
         source::check_client_config(&source_config).map_err(|m| refused("invalid_config", m))?;
-        if let Some(existing) = self.link(&link) {
-            if existing.source == source && existing.source_config == source_config {
-                return Ok(json!({ "link": link, "created": false }));
-            }
+        if max_bytes_per_second == Some(0) {
             return Err(refused(
-                "already_exists",
-                format!("link {link} exists with source {}", existing.source),
+                "invalid_config",
+                "--max-bytes-per-second must be at least 1 (leave it out for no limit)",
             ));
         }
-        Cluster::connect(&source, source::CLIENT_ID)
+        if let Some(existing) = self.link(&link) {
+            if existing.source != source {
+                return Err(refused(
+                    "already_exists",
+                    format!("link {link} exists with source {}", existing.source),
+                ));
+            }
+            // The same source: its client properties and limit are updated in place, and
+            // the link reconnects with them.
+            self.update(|state| {
+                let entry = state.links.get_mut(&link).ok_or("the link was deleted")?;
+                entry.source_config = source_config.clone();
+                entry.max_bytes_per_second = max_bytes_per_second;
+                Ok(())
+            })
+            .map_err(|m| refused("refused", m))?;
+            self.spawn_link(&link);
+            return Ok(json!({ "link": link, "created": false }));
+        }
+        source::connect(&source, &source_config)
             .await
             .map_err(|e| {
                 refused(
@@ -192,6 +214,7 @@ impl Mirror {
             name: link.clone(),
             source: source.clone(),
             source_config,
+            max_bytes_per_second,
             topics: BTreeMap::new(),
             groups: Vec::new(),
             group_regex: None,
@@ -263,7 +286,7 @@ impl Mirror {
         }
         if let Some(re) = &topic_regex {
             let pattern = anchored(re)?;
-            let mut cluster = Cluster::connect(&record.source, source::CLIENT_ID)
+            let mut cluster = source::connect(&record.source, &record.source_config)
                 .await
                 .map_err(|e| refused("source_unreachable", e.to_string()))?;
             let names = source::all_topic_names(&mut cluster)
@@ -412,6 +435,7 @@ impl Mirror {
             links.push(json!({
                 "link": name,
                 "source": record.source,
+                "max_bytes_per_second": record.max_bytes_per_second,
                 "error": status.error,
                 "groups_configured": record.groups,
                 "group_regex": record.group_regex,
@@ -458,7 +482,7 @@ impl Mirror {
         if !force {
             self.check_caught_up(&record, topic, wait).await?;
         }
-        let mut cluster = Cluster::connect(&record.source, source::CLIENT_ID)
+        let mut cluster = source::connect(&record.source, &record.source_config)
             .await
             .ok();
         if let Some(cluster) = cluster.as_mut() {
@@ -497,7 +521,7 @@ impl Mirror {
                 format!("cannot check the source: {e} (promote with --force to skip the checks)"),
             )
         };
-        let mut cluster = Cluster::connect(&record.source, source::CLIENT_ID)
+        let mut cluster = source::connect(&record.source, &record.source_config)
             .await
             .map_err(unreachable)?;
         let described = source::topics(&mut cluster, &[topic.to_string()])

@@ -30,7 +30,12 @@ pub const MIRRORED_CONFIGS: &[&str] = &[
 ];
 
 /// Client properties the source connection honours today; others are refused.
-const SUPPORTED_CLIENT_KEYS: &[&str] = &["bootstrap.servers", "client.id", "security.protocol"];
+const SUPPORTED_CLIENT_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "client.id",
+    "security.protocol",
+    "request.timeout.ms",
+];
 
 /// Checks a link's client properties: plaintext only until Ferry's security work brings
 /// TLS and SASL to this client.
@@ -40,6 +45,13 @@ pub fn check_client_config(config: &BTreeMap<String, String>) -> Result<(), Stri
             return Err(format!(
                 "security.protocol={protocol}: the mirror connects to sources in PLAINTEXT \
                  only so far (TLS and SASL to the source come with Ferry's security support)"
+            ));
+        }
+    }
+    if let Some(timeout) = config.get("request.timeout.ms") {
+        if !timeout.parse::<u64>().is_ok_and(|ms| ms > 0) {
+            return Err(format!(
+                "request.timeout.ms={timeout}: a positive number of milliseconds is needed"
             ));
         }
     }
@@ -53,6 +65,22 @@ pub fn check_client_config(config: &BTreeMap<String, String>) -> Result<(), Stri
         )),
         None => Ok(()),
     }
+}
+
+/// Connects to a link's source with its client properties (`request.timeout.ms`, checked
+/// by [`check_client_config`] when the link was made).
+pub async fn connect(
+    source: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<Cluster, ClientError> {
+    let timeout = config
+        .get("request.timeout.ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map_or(
+            crate::client::REQUEST_TIMEOUT,
+            std::time::Duration::from_millis,
+        );
+    Cluster::connect_with_timeout(source, CLIENT_ID, timeout).await
 }
 
 /// A source topic as Metadata describes it.

@@ -72,6 +72,9 @@ pub struct LinkRecord {
     /// Kafka client properties for the source connection.
     #[serde(default)]
     pub source_config: BTreeMap<String, String>,
+    /// Bytes per second the link may copy (None: unlimited).
+    #[serde(default)]
+    pub max_bytes_per_second: Option<u64>,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicRecord>,
     /// Groups whose committed offsets are synced, by name.
@@ -178,6 +181,7 @@ mod tests {
             name: "east".into(),
             source: "127.0.0.1:9092".into(),
             source_config: BTreeMap::new(),
+            max_bytes_per_second: Some(1 << 20),
             topics: BTreeMap::new(),
             groups: vec!["billing".into()],
             group_regex: Some("app-.*".into()),

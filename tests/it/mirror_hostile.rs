@@ -29,6 +29,9 @@ enum Mischief {
     Corrupt(usize),
     /// The `n`-th (from 1) has its first batch's base offset lowered by 5.
     LowerBaseOffset(usize),
+    /// The `n`-th (from 1) is cut off after half its bytes and the connection goes
+    /// silent (it stays open, nothing more comes).
+    StallOnce(usize),
 }
 
 struct Proxy {
@@ -95,7 +98,19 @@ async fn relay(
         let Ok(response) = read_frame(&mut server).await else {
             return;
         };
+        let seen = count.load(Ordering::SeqCst);
         let response = rewrite(response.freeze(), key, version, &own, mischief, &count);
+        let stall_now = matches!(mischief, Mischief::StallOnce(at)
+            if seen < at && count.load(Ordering::SeqCst) >= at);
+        if stall_now {
+            let half = response.len() / 2;
+            let _ = client.write_i32(response.len() as i32).await;
+            let _ = client.write_all(&response[..half]).await;
+            // Silent, but open, until the mirror gives up on it.
+            let mut sink = [0u8; 1];
+            let _ = client.read(&mut sink).await;
+            return;
+        }
         if write_frame(&mut client, &response).await.is_err() {
             return;
         }
@@ -221,16 +236,23 @@ fn produce(source: &Broker, batches: usize) {
 
 /// Source behind a proxy with `mischief`, a mirror of topic `t` linked through it.
 async fn setup(mischief: Mischief) -> (Broker, Broker, Proxy, [tempfile::TempDir; 2]) {
+    setup_with(mischief, &[]).await
+}
+
+/// As `setup`, with extra `ferry mirror create` arguments.
+async fn setup_with(
+    mischief: Mischief,
+    create_args: &[&str],
+) -> (Broker, Broker, Proxy, [tempfile::TempDir; 2]) {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let source = Broker::start(dirs[0].path(), &[]);
     source.create_topic("t", 1, &[]).await;
     produce(&source, 3);
     let proxy = Proxy::start(source.bootstrap.clone(), mischief).await;
     let mirror = Broker::start(dirs[1].path(), &[]);
-    let (ok, out) = ferry(
-        &mirror.bootstrap,
-        &["mirror", "create", "east", "--source", &proxy.address],
-    );
+    let mut create = vec!["mirror", "create", "east", "--source", &proxy.address];
+    create.extend_from_slice(create_args);
+    let (ok, out) = ferry(&mirror.bootstrap, &create);
     assert!(ok, "{out}");
     let (ok, out) = ferry(
         &mirror.bootstrap,
@@ -297,4 +319,75 @@ async fn a_source_that_lies_about_offsets_stops_the_topic() {
         "a batch at a lying offset was stored"
     );
     assert_prefix_verifies(&mirror);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_goes_silent_mid_answer_is_given_up_on_and_mirroring_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let properties = dir.path().join("source.properties");
+    std::fs::write(&properties, "request.timeout.ms=1500\n").unwrap();
+    let (source, mirror, _proxy, _dirs) = setup_with(
+        Mischief::StallOnce(1),
+        &["--source-config", properties.to_str().unwrap()],
+    )
+    .await;
+    wait("the mirror to get past the silent answer", || {
+        end_offset(&mirror, "t") == 30
+    });
+    produce(&source, 1);
+    wait("the mirror to follow", || end_offset(&mirror, "t") == 40);
+    assert_eq!(topic_state(&mirror)["state"], "mirroring");
+    assert_prefix_verifies(&mirror);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_copies_no_faster_than_its_limit() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let source = Broker::start(dirs[0].path(), &[]);
+    source.create_topic("t", 1, &[]).await;
+    let producer: BaseProducer = source.client_config().create().unwrap();
+    let value = vec![b'v'; 10_000];
+    for _ in 0..60 {
+        producer
+            .send(BaseRecord::<(), _>::to("t").payload(&value).partition(0))
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+    let mirror = Broker::start(dirs[1].path(), &[]);
+    let limit = 200_000u64;
+    let (ok, out) = ferry(
+        &mirror.bootstrap,
+        &[
+            "mirror",
+            "create",
+            "east",
+            "--source",
+            &source.bootstrap,
+            "--max-bytes-per-second",
+            &limit.to_string(),
+        ],
+    );
+    assert!(ok, "{out}");
+    let started = Instant::now();
+    let (ok, out) = ferry(
+        &mirror.bootstrap,
+        &["mirror", "add", "east", "--topics", "t"],
+    );
+    assert!(ok, "{out}");
+    wait("the throttled mirror to finish", || {
+        end_offset(&mirror, "t") == 60
+    });
+    // 600 KB in 10 KB batches at 200 KB/s: fetches of at most 200 KB, each followed by
+    // its second, so the last one comes about 2 s after the first.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_500),
+        "600 KB copied in {took:?} at 200 KB/s"
+    );
+    let (ok, out) = ferry(
+        &mirror.bootstrap,
+        &["mirror", "status", "east", "--output", "json"],
+    );
+    assert!(ok);
+    assert!(out.contains("\"max_bytes_per_second\":200000"), "{out}");
 }
