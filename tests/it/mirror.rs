@@ -527,6 +527,33 @@ async fn groups_move_back_exactly_and_retention_overtaking_a_paused_mirror_stops
                 r#"ferry_mirror_topic_state{link="east",topic="events",state="mirroring"} 1"#,
             )
     });
+    // The mirror follows the source topic's config changes and partition increases.
+    let on_source = |args: &[&str]| {
+        let (ok, out, err) = ferry(&source.bootstrap, args);
+        assert!(ok, "{args:?}: {out}{err}");
+    };
+    on_source(&[
+        "configs",
+        "alter",
+        "--topic",
+        "events",
+        "--set",
+        "retention.ms=86400000",
+    ]);
+    on_source(&["topics", "add-partitions", "events", "--count", "2"]);
+    wait_for("the mirror to follow the source topic", || {
+        let (ok, out, _) = ferry(
+            &mirror.bootstrap,
+            &[
+                "configs", "describe", "--topic", "events", "--output", "json",
+            ],
+        );
+        let consumer: BaseConsumer = mirror.client_config().create().unwrap();
+        ok && out.contains("86400000")
+            && consumer
+                .fetch_watermarks("events", 1, Duration::from_secs(2))
+                .is_ok()
+    });
 
     // Consumers first: the group reads on Ferry, commits, stops; its commit goes back
     // to the source, where a consumer of the group resumes exactly there.
