@@ -101,9 +101,14 @@ pub enum MirrorCommand {
         link: String,
         #[arg(long)]
         topic: String,
-        /// Skip the checks (source still growing, lag, open transactions, divergence).
+        /// Skip the checks (source still growing, lag, open transactions, divergence,
+        /// groups still consuming on the source).
         #[arg(long)]
         force: bool,
+        /// Producers first: promote although synced groups still consume the topic on the
+        /// source (they drain it, then move with their last source commit).
+        #[arg(long)]
+        keep_groups_on_source: bool,
         /// How long to wait for the mirror to catch up, in seconds.
         #[arg(long, default_value_t = 30)]
         timeout_s: u64,
@@ -188,6 +193,7 @@ pub fn run(args: MirrorArgs) -> i32 {
                 link,
                 topic,
                 force,
+                keep_groups_on_source,
                 timeout_s,
             } => {
                 if !force {
@@ -195,7 +201,7 @@ pub fn run(args: MirrorArgs) -> i32 {
                         .await
                         .map_err(|e| format!("not promoted: {e}"))?;
                 }
-                json!({ "op": "promote", "link": link, "topic": topic, "force": force,
+                json!({ "op": "promote", "link": link, "topic": topic, "force": force, "keep_groups_on_source": keep_groups_on_source,
                         "timeout_ms": timeout_s.saturating_mul(1_000) })
             }
         };

@@ -43,6 +43,26 @@ pub async fn sync(mirror: &Mirror, link: &str, record: &LinkRecord, cluster: &mu
     }
 }
 
+/// The link's groups that have members on the source and offsets committed there for
+/// `topic` (promotion refuses while there are any, unless told they stay).
+pub async fn active_on_source(
+    record: &LinkRecord,
+    cluster: &mut Cluster,
+    topic: &str,
+) -> Result<Vec<String>, crate::client::ClientError> {
+    let mut active = Vec::new();
+    for (group, state) in groups_to_sync(record, cluster).await? {
+        if matches!(state.as_str(), "" | "Empty" | "Dead") {
+            continue;
+        }
+        let offsets = crate::admin::groups::committed_offsets(cluster, &group).await?;
+        if offsets.keys().any(|(t, _)| t == topic) {
+            active.push(group);
+        }
+    }
+    Ok(active)
+}
+
 /// The groups the link syncs, with their state on the source ("" if not listed there).
 async fn groups_to_sync(
     record: &LinkRecord,

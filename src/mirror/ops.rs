@@ -72,9 +72,19 @@ enum Request {
         topic: String,
         #[serde(default)]
         force: bool,
+        /// The producers-first order: groups still consuming on the source stay there.
+        #[serde(default)]
+        keep_groups_on_source: bool,
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
+}
+
+/// Which of promotion's checks run, and how long it waits for the mirror to catch up.
+struct PromoteChecks {
+    force: bool,
+    keep_groups_on_source: bool,
+    wait: Duration,
 }
 
 /// What `add` asks for.
@@ -159,10 +169,15 @@ impl Mirror {
                 link,
                 topic,
                 force,
+                keep_groups_on_source,
                 timeout_ms,
             } => {
-                let wait = Duration::from_millis(timeout_ms.unwrap_or(PROMOTE_WAIT_DEFAULT_MS));
-                self.promote(&link, &topic, force, wait).await
+                let checks = PromoteChecks {
+                    force,
+                    keep_groups_on_source,
+                    wait: Duration::from_millis(timeout_ms.unwrap_or(PROMOTE_WAIT_DEFAULT_MS)),
+                };
+                self.promote(&link, &topic, checks).await
             }
         }
     }
@@ -459,9 +474,13 @@ impl Mirror {
         self: &Arc<Self>,
         link: &str,
         topic: &str,
-        force: bool,
-        wait: Duration,
+        checks: PromoteChecks,
     ) -> Result<Value, Refusal> {
+        let PromoteChecks {
+            force,
+            keep_groups_on_source,
+            wait,
+        } = checks;
         let record = self.existing(link)?;
         let state = record
             .topics
@@ -478,6 +497,9 @@ impl Mirror {
                 return Err(refused("refused", format!("{topic} failed: {reason}; fix that, or promote with --force to keep what was mirrored")));
             }
             _ => {}
+        }
+        if !force && !keep_groups_on_source {
+            self.check_groups_moved(&record, topic).await?;
         }
         if !force {
             self.check_caught_up(&record, topic, wait).await?;
@@ -505,6 +527,35 @@ impl Mirror {
             topic, force, "mirror topic promoted: it takes writes now"
         );
         Ok(json!({ "link": link, "topic": topic, "promoted": true, "already": false }))
+    }
+
+    /// Promotion's precondition in the consumers-first order: no synced group still
+    /// consumes the topic on the source.
+    async fn check_groups_moved(&self, record: &LinkRecord, topic: &str) -> Result<(), Refusal> {
+        let unreachable = |e: crate::client::ClientError| {
+            refused(
+                "source_unreachable",
+                format!("cannot check the source's groups: {e} (promote with --force to skip the checks)"),
+            )
+        };
+        let mut cluster = source::connect(&record.source, &record.source_config)
+            .await
+            .map_err(unreachable)?;
+        let active = super::groups::active_on_source(record, &mut cluster, topic)
+            .await
+            .map_err(unreachable)?;
+        if active.is_empty() {
+            return Ok(());
+        }
+        Err(refused(
+            "source_groups_active",
+            format!(
+                "groups {} still consume {topic} on the source: move them to Ferry first \
+                 (consumers first), or promote with --keep-groups-on-source if they stay there \
+                 until they drained it (producers first)",
+                active.join(", ")
+            ),
+        ))
     }
 
     /// Promotion's preconditions: the source's end stays put for `PROMOTE_QUIET_MS` and

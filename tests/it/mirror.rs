@@ -598,6 +598,22 @@ async fn groups_move_back_exactly_and_retention_overtaking_a_paused_mirror_stops
         first, 120,
         "the group did not resume where it stopped on Ferry"
     );
+    // While the group consumes on the source, promotion refuses unless told the group
+    // stays there (producers first).
+    let (ok, out, err) = ferry(
+        &mirror.bootstrap,
+        &["mirror", "promote", "east", "--topic", "events"],
+    );
+    assert!(!ok, "promoted while a group consumes on the source: {out}");
+    assert!(err.contains("still consume events on the source"), "{err}");
+    run(&[
+        "mirror",
+        "promote",
+        "east",
+        "--topic",
+        "events",
+        "--keep-groups-on-source",
+    ]);
     drop(back);
 
     // A paused mirror overtaken by the source's retention fails instead of skipping.

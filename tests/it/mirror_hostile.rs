@@ -29,6 +29,10 @@ enum Mischief {
     Corrupt(usize),
     /// The `n`-th (from 1) has its first batch's base offset lowered by 5.
     LowerBaseOffset(usize),
+    /// From the `n`-th on (from 1), the first batch's CRC field differs: the source's
+    /// batches are not the ones it served before (truncated and rewritten, as after an
+    /// unclean leader election).
+    RewrittenFrom(usize),
     /// The `n`-th (from 1) is cut off after half its bytes and the connection goes
     /// silent (it stays open, nothing more comes).
     StallOnce(usize),
@@ -167,6 +171,13 @@ fn rewrite(
                 let mut bytes = BytesMut::from(&records[..]);
                 let last = bytes.len() - 1;
                 bytes[last] ^= 0x5a;
+                partition.records = Some(bytes.freeze());
+                changed = true;
+            }
+            Mischief::RewrittenFrom(from) if n >= from => {
+                let mut bytes = BytesMut::from(&records[..]);
+                // Bytes 17..21 hold the CRC.
+                bytes[17] ^= 0xff;
                 partition.records = Some(bytes.freeze());
                 changed = true;
             }
@@ -390,4 +401,26 @@ async fn a_link_copies_no_faster_than_its_limit() {
     );
     assert!(ok);
     assert!(out.contains("\"max_bytes_per_second\":200000"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_rewritten_under_a_stopped_mirror_is_found_at_its_restart() {
+    let (_source, mirror, _proxy, dirs) = setup(Mischief::RewrittenFrom(2)).await;
+    wait("the mirror to catch up", || end_offset(&mirror, "t") == 30);
+    // The mirror stops; meanwhile the source's batches change under the same offsets.
+    mirror.kill9();
+    let mirror = Broker::start(dirs[1].path(), &[]);
+    wait("the divergence to be found", || {
+        topic_state(&mirror)["state"] == "failed"
+    });
+    let reason = topic_state(&mirror)["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("diverged from the source at offset 20"),
+        "{reason}"
+    );
+    assert_eq!(
+        end_offset(&mirror, "t"),
+        30,
+        "nothing may be written past a divergence"
+    );
 }
