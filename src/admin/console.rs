@@ -227,7 +227,13 @@ impl<'c> LineProducer<'c> {
             for topic in &response.responses {
                 for p in &topic.partition_responses {
                     check(p.error_code, || {
-                        format!("Produce to {}-{}", self.options.topic, p.index)
+                        // Produce v8+ says why (a mirror topic names its link).
+                        let why = p
+                            .error_message
+                            .as_ref()
+                            .map(|m| format!(" ({})", crate::logging::Escaped(m.as_str())))
+                            .unwrap_or_default();
+                        format!("Produce to {}-{}{why}", self.options.topic, p.index)
                     })?;
                 }
             }

@@ -902,6 +902,18 @@ mod tests {
     }
 
     #[test]
+    fn batches_in_an_old_message_format_are_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::create(dir.path(), LogConfig::default(), 0, 0).unwrap();
+        let mut batch = build_batch(0, 0, &[b"a"]);
+        batch[16] = 1; // magic v1
+        let chunk = plan_chunk(&Bytes::from(batch), 0, false).unwrap();
+        let err = log.append_verbatim(&chunk, 0).unwrap_err().to_string();
+        assert!(err.contains("magic 1 is not supported"), "{err}");
+        assert_eq!(log.log_end_offset(), 0);
+    }
+
+    #[test]
     fn a_new_mirror_may_start_inside_the_sources_first_batch() {
         let batch = Bytes::from(build_batch(10, 0, &[b"a", b"b", b"c"]));
         assert_eq!(plan_chunk(&batch, 11, true).unwrap().len(), batch.len());

@@ -364,6 +364,21 @@ async fn a_live_migration_keeps_offsets_records_and_group_positions() {
         ends,
         "produce to a mirror topic was accepted"
     );
+    // `ferry produce` says why, naming the link.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["produce", TOPIC, "--bootstrap", &mirror.bootstrap])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"refused\n").unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("is a mirror of link east"), "{stderr}");
     drop(producer);
     let (ok, out, err) = ferry(
         &mirror.bootstrap,
