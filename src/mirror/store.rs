@@ -203,6 +203,15 @@ mod tests {
     }
 
     #[test]
+    fn a_state_file_over_the_size_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join(FILE_NAME)).unwrap();
+        file.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("more than"), "{err}");
+    }
+
+    #[test]
     fn a_corrupt_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
