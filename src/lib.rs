@@ -31,6 +31,7 @@ pub mod mirror;
 pub mod network;
 pub mod properties;
 pub mod protocol;
+pub mod security;
 pub mod server;
 pub mod storage;
 pub mod sync;

@@ -14,10 +14,14 @@ use tracing::{error, info, warn};
 
 use crate::broker::topics::CloseOutcome;
 use crate::broker::Broker;
+use crate::config::listeners::BoundListener;
 use crate::config::BrokerConfig;
 use crate::metrics;
+use crate::network::listener::{ListenerSecurity, ListenerSetup};
 use crate::network::request_latency::{ReportBaseline, RequestLatency};
 use crate::network::{listener, ConnectionLimits, NetworkStats};
+use crate::security::credentials::{self, CredentialStore};
+use crate::security::tls::{PrincipalMapper, TlsReloader};
 use crate::storage::{fsync, StorageError};
 
 /// Why the server could not start or stop cleanly.
@@ -148,6 +152,78 @@ async fn bind_metrics(address: Option<SocketAddr>) -> Result<Option<TcpListener>
     Ok(Some(listener))
 }
 
+/// Binds every listener and builds its TLS configuration; an unusable certificate or
+/// key stops startup naming the key.
+async fn bind_listeners(config: &BrokerConfig) -> Result<Vec<ListenerSetup>, ServerError> {
+    let mut setups = Vec::new();
+    for listener in &config.listeners {
+        let socket =
+            TcpListener::bind(listener.bind)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    address: format!("{} (listener {})", listener.bind, listener.name),
+                    source,
+                })?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| ServerError::Runtime(e.to_string()))?;
+        let (tls, principal_mapper) = match &listener.tls {
+            None => (None, None),
+            Some(settings) => {
+                let reloader = TlsReloader::new(settings.clone()).map_err(|e| {
+                    ServerError::Runtime(format!("listener {}: {e}", listener.name))
+                })?;
+                let mapper =
+                    PrincipalMapper::parse(&settings.principal_mapping_rules).map_err(|e| {
+                        ServerError::Runtime(format!("listener {}: {e}", listener.name))
+                    })?;
+                (Some(Arc::new(reloader)), Some(Arc::new(mapper)))
+            }
+        };
+        setups.push(ListenerSetup {
+            socket,
+            security: ListenerSecurity {
+                bound: Arc::new(listener.bound_at(local)),
+                tls,
+                principal_mapper,
+                sasl: listener.sasl.clone().map(Arc::new),
+            },
+        });
+    }
+    Ok(setups)
+}
+
+/// Opens the SCRAM credential store and creates the bootstrap users
+/// (`ferry.sasl.bootstrap.users.file`, `FERRY_SASL_BOOTSTRAP_USERS`).
+fn open_credentials(config: &BrokerConfig) -> Result<Arc<CredentialStore>, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        ServerError::Runtime(format!("cannot create {}: {e}", config.data_dir.display()))
+    })?;
+    let store =
+        CredentialStore::open(&config.data_dir).map_err(|e| ServerError::Runtime(e.to_string()))?;
+    let mut sources = Vec::new();
+    if let Some(path) = &config.sasl_bootstrap_users_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ServerError::Runtime(format!(
+                "invalid configuration ferry.sasl.bootstrap.users.file: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        sources.push(("ferry.sasl.bootstrap.users.file", text));
+    }
+    if let Ok(text) = std::env::var("FERRY_SASL_BOOTSTRAP_USERS") {
+        sources.push(("FERRY_SASL_BOOTSTRAP_USERS", text));
+    }
+    for (source, text) in sources {
+        let created = credentials::bootstrap(&store, &text)
+            .map_err(|e| ServerError::Runtime(format!("{source}: {e}")))?;
+        for user in created {
+            info!(user = %user, "created SCRAM credentials for bootstrap user {user} ({source})");
+        }
+    }
+    Ok(Arc::new(store))
+}
+
 /// Runs a broker until a termination signal, then shuts it down cleanly.
 pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     ignore_file_size_signal();
@@ -156,17 +232,13 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     let termination = TerminationSignals::install()?;
     info!(data_dir = %config.data_dir.display(), "opening the data directory");
     crate::logging::limit_peer_warnings(config.connection_warnings_per_peer_per_minute);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            address: config.listen.to_string(),
-            source,
-        })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| ServerError::Runtime(e.to_string()))?;
+    let listeners = bind_listeners(&config).await?;
     let metrics_listener = bind_metrics(config.metrics_listen).await?;
-    let advertised = config.advertised_endpoint(bound);
+    let bound: Vec<Arc<BoundListener>> = listeners
+        .iter()
+        .map(|l| Arc::clone(&l.security.bound))
+        .collect();
+    let credentials = open_credentials(&config)?;
     let data_dir = config.data_dir.clone();
     let limits = ConnectionLimits {
         max_frame_bytes: config.socket_request_max_bytes,
@@ -175,10 +247,12 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
         idle_timeout_ms: config.connections_max_idle_ms,
     };
     let (max_connections, queued_bytes) = (config.max_connections, config.queued_max_request_bytes);
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config, advertised))
-        .await
-        .map_err(|e| ServerError::Runtime(format!("broker startup panicked: {e}")))?
-        .map_err(ServerError::Storage)?;
+    let broker_listeners = bound.clone();
+    let broker =
+        tokio::task::spawn_blocking(move || Broker::open(config, broker_listeners, credentials))
+            .await
+            .map_err(|e| ServerError::Runtime(format!("broker startup panicked: {e}")))?
+            .map_err(ServerError::Storage)?;
     // Mirror topics are marked read-only before anyone can connect.
     let mirror = crate::mirror::Mirror::open(Arc::clone(&broker))
         .map_err(|e| ServerError::Runtime(e.to_string()))?;
@@ -204,7 +278,7 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
     let coordinator_timers =
         tokio::spawn(Arc::clone(&broker).run_coordinator_timers(stopped.clone()));
     let accept = tokio::spawn(listener::run(
-        listener,
+        listeners,
         Arc::clone(&broker),
         stats,
         limits,
@@ -213,12 +287,27 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServerError> {
         stopped,
     ));
     mirror.start();
+    for listener in &broker.config.listeners {
+        if let Some(b) = bound.iter().find(|b| b.name == listener.name) {
+            info!(
+                listener = %b.name,
+                protocol = b.protocol.name(),
+                listen = %b.bound,
+                advertised = %format!("{}:{}", b.advertised.host, b.advertised.port),
+                sasl_mechanisms = %listener.sasl.as_ref().map(|s| s.mechanisms.iter().map(|m| m.name()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                client_auth = ?listener.tls.as_ref().map(|t| t.client_auth),
+                "listener {} ({}) on {}", b.name, b.protocol.name(), b.bound
+            );
+        }
+    }
+    let first = bound
+        .first()
+        .map(|b| b.bound.to_string())
+        .unwrap_or_default();
     info!(
-        listen = %bound,
-        advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
         data_dir = %data_dir.display(),
         cluster_id = %broker.cluster_id,
-        "Ferry is ready to accept connections on {bound}"
+        "Ferry is ready to accept connections on {first}"
     );
     termination.received().await;
     info!("shutting down");

@@ -16,10 +16,12 @@ use proto_kafka::protocol::Encodable;
 
 use super::handlers;
 use super::Broker;
+use crate::config::listeners::BoundListener;
 use crate::protocol::codec::EncodeError;
 use crate::protocol::fetch_encoder::{self, FetchResponseOut};
 use crate::protocol::frame::OutFrame;
 use crate::protocol::{encode_response, versions, RequestFrame};
+use crate::security::{Principal, Session};
 
 /// Who sent a request and what it is.
 #[derive(Debug, Clone)]
@@ -29,6 +31,9 @@ pub struct RequestContext {
     pub correlation_id: i32,
     pub client_id: Option<String>,
     pub peer: SocketAddr,
+    /// The listener the request came in on (Metadata answers with its addresses).
+    pub listener: Arc<BoundListener>,
+    pub principal: Arc<Principal>,
 }
 
 /// A boxed future that is `Send`.
@@ -111,13 +116,15 @@ macro_rules! route {
 }
 
 /// Handles one request.
-pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame, peer: SocketAddr) -> Reply {
+pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame, session: &Session) -> Reply {
     let ctx = RequestContext {
         api_key: frame.api_key,
         api_version: frame.api_version,
         correlation_id: frame.correlation_id,
         client_id: frame.client_id.clone(),
-        peer,
+        peer: session.peer,
+        listener: Arc::clone(&session.listener),
+        principal: Arc::clone(&session.principal),
     };
     if !versions::is_supported(frame.api_key, frame.api_version) {
         if frame.api_key == ApiKey::ApiVersions {
@@ -165,11 +172,17 @@ pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame, peer: SocketAddr) -> 
         ApiKey::ListTransactions => route!(broker, ctx, frame, list_transactions),
         ApiKey::AlterConfigs => route!(broker, ctx, frame, alter_configs::legacy),
         ApiKey::IncrementalAlterConfigs => route!(broker, ctx, frame, alter_configs::incremental),
+        ApiKey::SaslHandshake => route!(broker, ctx, frame, sasl::handshake),
+        ApiKey::SaslAuthenticate => route!(broker, ctx, frame, sasl::authenticate),
+        ApiKey::DescribeUserScramCredentials => {
+            route!(broker, ctx, frame, scram_credentials::describe)
+        }
+        ApiKey::AlterUserScramCredentials => route!(broker, ctx, frame, scram_credentials::alter),
         other => Reply::Close(format!("{other:?} is advertised but has no handler")),
     }
 }
 
 /// Handles a request of Ferry's own admin API (`protocol::ferry_admin`).
-pub fn ferry_admin(broker: &Arc<Broker>, frame: bytes::Bytes, peer: SocketAddr) -> Reply {
-    super::admin_api::handle_frame(broker, frame, peer)
+pub fn ferry_admin(broker: &Arc<Broker>, frame: bytes::Bytes, session: &Session) -> Reply {
+    super::admin_api::handle_frame(broker, frame, session.peer)
 }

@@ -27,9 +27,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info, warn};
 
-use crate::config::{BrokerConfig, Endpoint};
+use crate::config::listeners::BoundListener;
+use crate::config::BrokerConfig;
 use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::txn::TransactionCoordinator;
+use crate::security::credentials::CredentialStore;
 use crate::storage::data_dir::DataDir;
 use crate::storage::StorageError;
 use activity::Activity;
@@ -68,8 +70,10 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
     pub node_id: i32,
-    /// Host and port published in Metadata.
-    pub advertised: Endpoint,
+    /// The listeners as bound, with the addresses published to clients of each.
+    pub listeners: Vec<Arc<BoundListener>>,
+    /// SCRAM users (SASL PLAIN and SCRAM authenticate against it).
+    pub credentials: Arc<CredentialStore>,
     pub topics: Arc<TopicRegistry>,
     pub groups: Arc<GroupCoordinator>,
     pub txns: TransactionCoordinator,
@@ -89,7 +93,11 @@ pub struct Broker {
 impl Broker {
     /// Opens the data directory, recovers every log (replaying the durable-mode journal
     /// into them) and starts the flusher and journal threads.
-    pub fn open(config: BrokerConfig, advertised: Endpoint) -> Result<Arc<Broker>, StorageError> {
+    pub fn open(
+        config: BrokerConfig,
+        listeners: Vec<Arc<BoundListener>>,
+        credentials: Arc<CredentialStore>,
+    ) -> Result<Arc<Broker>, StorageError> {
         let data_dir = Arc::new(DataDir::open(&config.data_dir, config.node_id)?);
         if !data_dir.was_clean_shutdown() && !data_dir.is_new() {
             info!(dir = %config.data_dir.display(), "no clean shutdown marker: recovering logs from their recovery points");
@@ -131,7 +139,8 @@ impl Broker {
             node_id: config.node_id,
             config,
             cluster_id,
-            advertised,
+            listeners,
+            credentials,
             topics,
             groups,
             txns,

@@ -15,8 +15,8 @@ pub struct ServeArgs {
     /// Address to listen on (Kafka's `listeners`).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
     pub listen: String,
-    /// Address clients are told to connect to (Kafka's `advertised.listeners`); defaults to
-    /// the listen address.
+    /// Address clients are told to connect to on the first listener (Kafka's
+    /// `advertised.listeners`); defaults to the listen address.
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
     /// Directory for logs and metadata (Kafka's `log.dirs`).
@@ -63,9 +63,16 @@ fn properties(
         );
     }
     if let Some(advertise) = &args.advertise {
+        // The first listener's name (`NAME://...`; a bare address is PLAINTEXT).
+        let first = props
+            .get("listeners")
+            .map_or("", |l| l.split(',').next().unwrap_or_default());
+        let name = first
+            .split_once("://")
+            .map_or("PLAINTEXT", |(n, _)| n.trim());
         props.insert(
             "advertised.listeners".to_string(),
-            format!("PLAINTEXT://{advertise}"),
+            format!("{name}://{advertise}"),
         );
     }
     if given("data_dir") || !(props.contains_key("log.dirs") || props.contains_key("log.dir")) {

@@ -2,6 +2,7 @@
 //! thing, a few Ferry-specific limits (prefixed `ferry.`), and command-line overrides.
 //! The only module that reads configuration; everything else receives typed values.
 
+pub mod listeners;
 mod security;
 pub mod topic;
 
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::coordinator::group::GroupConfig;
 use crate::coordinator::txn::TxnConfig;
@@ -52,10 +54,9 @@ pub struct Endpoint {
 /// Every broker setting Ferry reads, with Kafka's defaults unless noted.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// `listeners`: the address to bind.
-    pub listen: SocketAddr,
-    /// `advertised.listeners`: what clients are told to connect to (default: `listen`).
-    pub advertised: Option<Endpoint>,
+    /// `listeners` with their security protocols, advertised addresses and TLS/SASL
+    /// settings (`listeners` module); at least one.
+    pub listeners: Vec<listeners::ListenerConfig>,
     /// `log.dirs` (or `log.dir`): the data directory.
     pub data_dir: PathBuf,
     /// `node.id` (or `broker.id`).
@@ -116,6 +117,11 @@ pub struct BrokerConfig {
     /// `ferry.metrics.listen` (`ferry serve --metrics-listen`): the address of the HTTP
     /// endpoint serving Prometheus metrics on `/metrics`; none (the default) serves none.
     pub metrics_listen: Option<SocketAddr>,
+    /// `ferry.sasl.bootstrap.users.file`: `user:password` lines; each user without SCRAM
+    /// credentials gets SCRAM-SHA-256 and SCRAM-SHA-512 ones at startup (also read from the
+    /// `FERRY_SASL_BOOTSTRAP_USERS` environment variable), so a new secured broker can be
+    /// administered.
+    pub sasl_bootstrap_users_file: Option<PathBuf>,
     /// Keys that came from the config file or overrides, for DescribeConfigs sources.
     pub explicit: BTreeMap<String, String>,
 }
@@ -123,8 +129,14 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
-            advertised: None,
+            listeners: vec![listeners::ListenerConfig {
+                name: "PLAINTEXT".to_string(),
+                protocol: listeners::SecurityProtocol::Plaintext,
+                bind: SocketAddr::from(([127, 0, 0, 1], 9092)),
+                advertised: None,
+                tls: None,
+                sasl: None,
+            }],
             data_dir: PathBuf::from("ferry-data"),
             node_id: 1,
             num_partitions: 1,
@@ -150,27 +162,15 @@ impl Default for BrokerConfig {
             offsets_topic_segment_bytes: 104_857_600,
             transaction_state_segment_bytes: 104_857_600,
             metrics_listen: None,
+            sasl_bootstrap_users_file: None,
             explicit: BTreeMap::new(),
         }
     }
 }
 
-/// Parses `PLAINTEXT://host:port` (the first listener of a comma-separated list) or a plain
-/// `host:port`.
-pub fn parse_listener(key: &str, value: &str) -> Result<Endpoint, ConfigError> {
-    let first = value.split(',').next().unwrap_or_default().trim();
-    let address = match first.split_once("://") {
-        Some((protocol, rest)) => {
-            if !protocol.eq_ignore_ascii_case("PLAINTEXT") {
-                return Err(invalid(
-                    key,
-                    format!("only PLAINTEXT listeners are supported, got {protocol}"),
-                ));
-            }
-            rest
-        }
-        None => first,
-    };
+/// Parses a plain `HOST:PORT`.
+fn parse_host_port(key: &str, value: &str) -> Result<Endpoint, ConfigError> {
+    let address = value.trim();
     let (host, port) = address
         .rsplit_once(':')
         .ok_or_else(|| invalid(key, format!("expected HOST:PORT, got {address:?}")))?;
@@ -206,7 +206,7 @@ fn parse_metrics_listen(key: &str, value: &str) -> Result<Option<SocketAddr>, Co
     if value.contains("://") {
         return Err(invalid(key, format!("expected HOST:PORT, got {value:?}")));
     }
-    resolve(key, &parse_listener(key, value)?).map(Some)
+    resolve(key, &parse_host_port(key, value)?).map(Some)
 }
 
 pub(crate) fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
@@ -238,10 +238,17 @@ impl BrokerConfig {
         let mut unknown = Vec::new();
         for (key, value) in props {
             security::check_key(key, value)?;
+            if listeners::owns_key(key) {
+                continue;
+            }
             if !config.apply(key, value)? || topic::is_inert_broker_key(key) {
                 unknown.push(key.clone());
             }
         }
+        let (listeners, inert) = listeners::from_properties(props)?;
+        config.listeners = listeners;
+        unknown.extend(inert);
+        unknown.sort();
         config.explicit = props.clone();
         config.validate()?;
         Ok((config, unknown))
@@ -257,14 +264,6 @@ impl BrokerConfig {
     /// Applies one key; returns false if the key is not one Ferry knows.
     fn apply(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
         match key {
-            "listeners" => {
-                security::check_listeners(key, value)?;
-                self.listen = resolve(key, &parse_listener(key, value)?)?
-            }
-            "advertised.listeners" => {
-                security::check_listeners(key, value)?;
-                self.advertised = Some(parse_listener(key, value)?)
-            }
             "log.dirs" | "log.dir" => {
                 let dirs: Vec<&str> = value.split(',').map(str::trim).collect();
                 if dirs.len() != 1 || dirs[0].is_empty() {
@@ -342,6 +341,11 @@ impl BrokerConfig {
             "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_num(key, value)?,
             "ferry.replication.factor.cap" => self.replication_factor_cap = parse_bool(key, value)?,
             "ferry.metrics.listen" => self.metrics_listen = parse_metrics_listen(key, value)?,
+            "ferry.sasl.bootstrap.users.file" => {
+                self.sasl_bootstrap_users_file = Some(value.trim())
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            }
             "offsets.topic.segment.bytes" => {
                 self.offsets_topic_segment_bytes = parse_num(key, value)?
             }
@@ -503,15 +507,18 @@ impl BrokerConfig {
         }
     }
 
-    pub fn describe(&self, advertised: &Endpoint) -> Vec<(String, String, bool)> {
+    pub fn describe(&self, bound: &[Arc<listeners::BoundListener>]) -> Vec<(String, String, bool)> {
+        let join = |entry: fn(&listeners::BoundListener) -> String| {
+            bound.iter().map(|l| entry(l)).collect::<Vec<_>>().join(",")
+        };
         let mut out = vec![
             (
                 "listeners".to_string(),
-                format!("PLAINTEXT://{}", self.listen),
+                join(|l| format!("{}://{}", l.name, l.bound)),
             ),
             (
                 "advertised.listeners".to_string(),
-                format!("PLAINTEXT://{}:{}", advertised.host, advertised.port),
+                join(|l| format!("{}://{}:{}", l.name, l.advertised.host, l.advertised.port)),
             ),
             ("log.dirs".to_string(), self.data_dir.display().to_string()),
             ("node.id".to_string(), self.node_id.to_string()),
@@ -656,24 +663,6 @@ impl BrokerConfig {
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
-
-    /// The endpoint published to clients.
-    pub fn advertised_endpoint(&self, bound: SocketAddr) -> Endpoint {
-        if let Some(endpoint) = &self.advertised {
-            return endpoint.clone();
-        }
-        let host = if bound.ip().is_unspecified() {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "localhost".to_string())
-        } else {
-            bound.ip().to_string()
-        };
-        Endpoint {
-            host,
-            port: bound.port(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -723,9 +712,10 @@ mod tests {
             ("zookeeper.connect", "nowhere:2181"),
         ]))
         .unwrap();
-        assert_eq!(config.listen, "127.0.0.1:19092".parse().unwrap());
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners[0].bind, "127.0.0.1:19092".parse().unwrap());
         assert_eq!(
-            config.advertised,
+            config.listeners[0].advertised,
             Some(Endpoint {
                 host: "broker.example".into(),
                 port: 9092
@@ -759,7 +749,6 @@ mod tests {
     fn rejects_what_it_cannot_honour() {
         for (key, value) in [
             ("default.replication.factor", "3"),
-            ("listeners", "SSL://0.0.0.0:9093"),
             ("log.dirs", "/a,/b"),
             ("num.partitions", "zero"),
             ("log.segment.bytes", "10"),
@@ -769,10 +758,6 @@ mod tests {
             ("ferry.journal.file.bytes", "4294967296"),
             ("ferry.metrics.listen", "127.0.0.1"),
             ("ferry.metrics.listen", "http://127.0.0.1:9308"),
-            (
-                "listeners",
-                "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9094",
-            ),
             ("sasl.enabled.mechanisms", "PLAIN"),
             (
                 "authorizer.class.name",
@@ -781,6 +766,14 @@ mod tests {
         ] {
             let err = BrokerConfig::from_properties(&props(&[(key, value)])).unwrap_err();
             assert_eq!(err.key, key);
+        }
+        // A TLS listener without its certificate names the key that is missing.
+        for value in [
+            "SSL://0.0.0.0:9093",
+            "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9094",
+        ] {
+            let err = BrokerConfig::from_properties(&props(&[("listeners", value)])).unwrap_err();
+            assert_eq!(err.key, "ssl.keystore.location", "{value}");
         }
     }
 }

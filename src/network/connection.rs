@@ -22,26 +22,30 @@
 //! for `connections.max.idle.ms` while responses wait is disconnected.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error};
 
+use super::authenticate::{self, AuthContext, Authenticated};
 use super::request_latency::RequestLatency;
+use super::transport::{flush_within, write_within, ResponseWrite, Transport};
 use super::ConnectionLimits;
 use crate::broker::dispatch::{dispatch, BoxFuture, Reply};
 use crate::broker::Broker;
+use crate::config::listeners::{BoundListener, SaslSettings};
 use crate::logging::Escaped;
 use crate::protocol::codec::EncodeError;
 use crate::protocol::ferry_admin::API_KEY as FERRY_ADMIN_API_KEY;
-use crate::protocol::frame::{Chunk, FileRegion, OutFrame};
+use crate::protocol::frame::{Chunk, OutFrame};
 use crate::protocol::{decode_request_header, DecodeError};
+use crate::security::failed_auth::FailedAuthLimiter;
+use crate::security::{Principal, Session};
 use proto_kafka::messages::ApiKey;
 
 /// Frames up to this many bytes are read without a `queued.max.request.bytes` reservation.
@@ -105,6 +109,11 @@ enum FrameError {
         frame_bytes: i64,
         max_frame_bytes: usize,
     },
+    /// A frame before authentication completed larger than `sasl.server.max.receive.size`.
+    TooLargeUnauthenticated {
+        frame_bytes: usize,
+        max_receive_bytes: usize,
+    },
     Io(std::io::Error),
     /// No request started within `connections.max.idle.ms`.
     Idle,
@@ -125,6 +134,11 @@ impl std::fmt::Display for FrameError {
             FrameError::TooLarge { frame_bytes, max_frame_bytes } => write!(
                 f,
                 "request frame of {frame_bytes} bytes exceeds socket.request.max.bytes={max_frame_bytes}"
+            ),
+            FrameError::TooLargeUnauthenticated { frame_bytes, max_receive_bytes } => write!(
+                f,
+                "frame of {frame_bytes} bytes before authentication completed exceeds \
+                 sasl.server.max.receive.size={max_receive_bytes}"
             ),
             FrameError::Io(err) => write!(f, "read failed: {err}"),
             FrameError::Idle => write!(f, "idle for longer than connections.max.idle.ms"),
@@ -147,6 +161,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     limits: &ConnectionLimits,
     memory: &Arc<Semaphore>,
+    unauthenticated_max_bytes: &AtomicUsize,
 ) -> Result<Option<(BytesMut, Option<OwnedSemaphorePermit>)>, FrameError> {
     let mut size_bytes = [0u8; 4];
     let idle = Duration::from_millis(limits.idle_timeout_ms);
@@ -167,6 +182,13 @@ async fn read_frame<R: AsyncRead + Unpin>(
         return Err(FrameError::TooLarge {
             frame_bytes: size as i64,
             max_frame_bytes: limits.max_frame_bytes,
+        });
+    }
+    let max_receive_bytes = unauthenticated_max_bytes.load(Ordering::Acquire);
+    if size > max_receive_bytes {
+        return Err(FrameError::TooLargeUnauthenticated {
+            frame_bytes: size,
+            max_receive_bytes,
         });
     }
     let permit = if size <= UNRESERVED_FRAME_BYTES {
@@ -209,13 +231,13 @@ async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// A complete request frame on its way from the reading task to dispatch.
-struct ReadFrame {
-    bytes: BytesMut,
+pub(super) struct ReadFrame {
+    pub(super) bytes: BytesMut,
     /// Its share of `queued.max.request.bytes`, held until its handler's synchronous part
     /// is done.
-    permit: Option<OwnedSemaphorePermit>,
+    pub(super) permit: Option<OwnedSemaphorePermit>,
     /// When the last byte had been read, for `RequestLatency`.
-    read_at: Instant,
+    pub(super) read_at: Instant,
 }
 
 /// Reads frames and hands them on in order until the stream ends, a frame breaks a limit,
@@ -226,6 +248,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     read_half: R,
     limits: ConnectionLimits,
     memory: Arc<Semaphore>,
+    unauthenticated_max_bytes: Arc<AtomicUsize>,
     peer: SocketAddr,
     frames: mpsc::Sender<ReadFrame>,
     mut shutdown: watch::Receiver<bool>,
@@ -241,7 +264,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, (&first[..]).chain(read_half));
     loop {
         let frame = tokio::select! {
-            frame = read_frame(&mut reader, &limits, &memory) => frame,
+            frame = read_frame(&mut reader, &limits, &memory, &unauthenticated_max_bytes) => frame,
             _ = shutdown.changed() => {
                 closing.send_replace(Closing::Shutdown);
                 return;
@@ -313,25 +336,41 @@ pub struct Shared {
     /// The broker-wide budget of request bytes (`queued.max.request.bytes`).
     pub memory: Arc<Semaphore>,
     pub latency: Arc<RequestLatency>,
+    /// Failed authentications per client address (`security::failed_auth`).
+    pub failed_auth: Arc<FailedAuthLimiter>,
+}
+
+/// What the listener knows of a connection before its first request: the listener, the
+/// principal TLS established (`User:ANONYMOUS` without a client certificate) and, on a
+/// SASL listener, its SASL settings.
+pub struct ConnectionSecurity {
+    pub listener: Arc<BoundListener>,
+    pub principal: Principal,
+    pub sasl: Option<Arc<SaslSettings>>,
 }
 
 /// Serves one connection until the client closes it, an error closes it, or shutdown.
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<T: Transport>(
+    stream: T,
     peer: SocketAddr,
     shared: Shared,
     limits: ConnectionLimits,
+    security: ConnectionSecurity,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Shared {
         broker,
         memory,
         latency,
+        failed_auth,
     } = shared;
-    if let Err(err) = stream.set_nodelay(true) {
-        debug!(%peer, "cannot set TCP_NODELAY: {err}");
-    }
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = stream.split();
+    let unauthenticated_max_bytes = Arc::new(AtomicUsize::new(
+        security
+            .sasl
+            .as_ref()
+            .map_or(usize::MAX, |s| s.max_receive_bytes),
+    ));
     let (replies, pending) = mpsc::channel::<Queued>(limits.max_inflight_requests);
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     let (closing, closing_seen) = watch::channel(Closing::No);
@@ -349,18 +388,76 @@ pub async fn serve(
         read_half,
         limits,
         memory,
+        Arc::clone(&unauthenticated_max_bytes),
         peer,
         frames_read,
         shutdown.clone(),
         Arc::clone(&closing),
     ));
     let response_budget = Arc::new(Semaphore::new(MAX_QUEUED_RESPONSE_BYTES));
-    while let Some(ReadFrame {
-        bytes,
-        permit,
-        read_at,
-    }) = frames.recv().await
-    {
+    let mut session = Session {
+        peer,
+        listener: security.listener,
+        principal: Arc::new(security.principal),
+    };
+    let auth = security.sasl.map(|settings| AuthContext {
+        broker: Arc::clone(&broker),
+        settings,
+        failed_auth,
+        peer,
+        listener: Arc::clone(&session.listener),
+    });
+    // SASL: nothing but ApiVersions and the exchange until the client has authenticated.
+    let mut expires_at = None;
+    let mut authenticated = true;
+    if let Some(auth) = &auth {
+        match authenticate::run(auth, &mut frames, &replies, None, None).await {
+            Some(Authenticated { principal, expires }) => {
+                session.principal = Arc::new(principal);
+                expires_at = expires;
+                unauthenticated_max_bytes.store(usize::MAX, Ordering::Release);
+            }
+            None => authenticated = false,
+        }
+    }
+    while let Some(frame) = if authenticated {
+        frames.recv().await
+    } else {
+        None
+    } {
+        if let Some(auth) = auth.as_ref().filter(|a| a.settings.max_reauth_ms > 0) {
+            if authenticate::is_handshake(&frame.bytes) {
+                // KIP-368 re-authentication: same mechanism family, same principal.
+                let again = authenticate::run(
+                    auth,
+                    &mut frames,
+                    &replies,
+                    Some(frame),
+                    Some(&session.principal),
+                );
+                match again.await {
+                    Some(renewed) => {
+                        expires_at = renewed.expires;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+        }
+        if expires_at.is_some_and(|at| Instant::now() >= at) {
+            crate::warn_peer!(
+                peer,
+                "closing connection of {}: its SASL session expired (connections.max.reauth.ms) \
+                 and the client did not re-authenticate",
+                session.principal
+            );
+            break;
+        }
+        let ReadFrame {
+            bytes,
+            permit,
+            read_at,
+        } = frame;
         let bytes = bytes.freeze();
         let (api_key, reply) = match decode_request_header(bytes.clone()) {
             Ok(request) => {
@@ -377,7 +474,7 @@ pub async fn serve(
                     );
                     break;
                 }
-                (request.api_key as i16, dispatch(&broker, request, peer))
+                (request.api_key as i16, dispatch(&broker, request, &session))
             }
             // Ferry's own admin API (the mirror's control plane) shares the Kafka port.
             Err(DecodeError::UnknownApiKey { api_key, .. }) if api_key == FERRY_ADMIN_API_KEY => {
@@ -393,7 +490,7 @@ pub async fn serve(
                 }
                 (
                     api_key,
-                    crate::broker::dispatch::ferry_admin(&broker, bytes, peer),
+                    crate::broker::dispatch::ferry_admin(&broker, bytes, &session),
                 )
             }
             Err(err) => {
@@ -450,43 +547,20 @@ pub async fn serve(
 }
 
 /// A reply on its way to the writer.
-struct Queued {
-    reply: Reply,
+pub(super) struct Queued {
+    pub(super) reply: Reply,
     /// Its share of the response budget, released once written.
-    reservation: Option<OwnedSemaphorePermit>,
+    pub(super) reservation: Option<OwnedSemaphorePermit>,
     /// What the request was and when its frame had been read, for `RequestLatency`.
-    api_key: i16,
-    read_at: Instant,
-}
-
-/// Writes all of `bytes`, failing if the client accepts nothing for `idle`.
-async fn write_within(
-    writer: &mut BufWriter<OwnedWriteHalf>,
-    mut bytes: &[u8],
-    idle: Duration,
-) -> std::io::Result<()> {
-    let stalled = || {
-        std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "client read no response for longer than connections.max.idle.ms",
-        )
-    };
-    while !bytes.is_empty() {
-        match tokio::time::timeout(idle, writer.write(bytes)).await {
-            Err(_) => return Err(stalled()),
-            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(Ok(n)) => bytes = &bytes[n..],
-            Ok(Err(err)) => return Err(err),
-        }
-    }
-    Ok(())
+    pub(super) api_key: i16,
+    pub(super) read_at: Instant,
 }
 
 /// Writes a frame's chunks in order: bytes through the buffer, small file regions read
 /// into it (see `COPIED_REGION_MAX_BYTES`), larger ones with `sendfile` after flushing the
 /// buffer. `scratch` is a reused buffer for the small regions.
-async fn write_frame_within(
-    writer: &mut BufWriter<OwnedWriteHalf>,
+async fn write_frame_within<W: ResponseWrite>(
+    writer: &mut BufWriter<W>,
     frame: &OutFrame,
     scratch: &mut Vec<u8>,
     idle: Duration,
@@ -499,70 +573,10 @@ async fn write_frame_within(
                 region.read_into(scratch)?;
                 write_within(writer, scratch, idle).await?;
             }
-            Chunk::File(region) => {
-                flush_within(writer, idle).await?;
-                send_file_within(writer.get_ref(), region, idle).await?;
-            }
+            Chunk::File(region) => W::send_region(writer, region, scratch, idle).await?,
         }
     }
     Ok(())
-}
-
-/// Sends a file region straight from the page cache to the socket. Each wait for the
-/// socket to accept more is bounded by `idle`.
-async fn send_file_within(
-    socket: &OwnedWriteHalf,
-    region: &FileRegion,
-    idle: Duration,
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    use tokio::io::Interest;
-    let stream: &TcpStream = socket.as_ref();
-    let (socket_fd, file_fd) = (stream.as_raw_fd(), region.file.as_raw_fd());
-    let mut offset = libc::off_t::try_from(region.position)
-        .map_err(|_| std::io::Error::other("file offset out of range"))?;
-    let mut left = region.len;
-    while left > 0 {
-        tokio::time::timeout(idle, stream.writable())
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "client read no response for longer than connections.max.idle.ms",
-                )
-            })??;
-        let sent = stream.try_io(Interest::WRITABLE, || {
-            // SAFETY: both descriptors are open for the duration of the call (the socket is
-            // borrowed, the file held by `region`), and `offset` is a valid off_t that
-            // sendfile advances.
-            let n = unsafe { libc::sendfile(socket_fd, file_fd, &mut offset, left) };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
-        match sent {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => left -= n,
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
-}
-
-async fn flush_within(
-    writer: &mut BufWriter<OwnedWriteHalf>,
-    idle: Duration,
-) -> std::io::Result<()> {
-    match tokio::time::timeout(idle, writer.flush()).await {
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "client read no response for longer than connections.max.idle.ms",
-        )),
-        Ok(result) => result,
-    }
 }
 
 fn log_write_error(peer: SocketAddr, err: &std::io::Error) {
@@ -582,9 +596,9 @@ fn log_write_error(peer: SocketAddr, err: &std::io::Error) {
 /// while a long poll waited: its slot and memory come back at once), after
 /// `SHUTDOWN_GRACE_MS` once shutdown began, or after `connections.max.idle.ms` without an
 /// answer (a client may ask for a wait of weeks).
-async fn await_flushing(
+async fn await_flushing<W: ResponseWrite>(
     mut future: BoxFuture<Result<OutFrame, EncodeError>>,
-    writer: &mut BufWriter<OwnedWriteHalf>,
+    writer: &mut BufWriter<W>,
     idle: Duration,
     closing: &mut watch::Receiver<Closing>,
 ) -> std::io::Result<Result<OutFrame, EncodeError>> {
@@ -622,8 +636,8 @@ async fn closed(closing: &mut watch::Receiver<Closing>) -> &'static str {
 
 /// Writes responses in request order, awaiting pending ones, batching writes while more
 /// responses are queued.
-async fn write_replies(
-    write_half: OwnedWriteHalf,
+async fn write_replies<W: ResponseWrite>(
+    write_half: W,
     mut pending: mpsc::Receiver<Queued>,
     peer: SocketAddr,
     idle: Duration,
@@ -696,9 +710,10 @@ mod tests {
 
     use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::protocol::frame::FileRegion;
 
     /// While dispatch takes nothing, the reading task holds at most `FRAMES_READ_AHEAD`
     /// frames in the channel plus the one it waits to hand on: large frames beyond that
@@ -724,6 +739,7 @@ mod tests {
             server,
             limits,
             Arc::clone(&memory),
+            Arc::new(AtomicUsize::new(usize::MAX)),
             peer,
             frames_read,
             shutdown_seen,

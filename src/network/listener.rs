@@ -1,4 +1,4 @@
-//! The accept loop: enforces `max.connections`, backs off on accept errors (such as running
+//! The accept loops, one per listener (plain or TLS, with or without SASL): enforces `max.connections`, backs off on accept errors (such as running
 //! out of file descriptors), and stops accepting on shutdown, then waits for open
 //! connections to finish their in-flight work. It counts the connections it serves
 //! (`ConnectionCounts`, read by the metrics endpoint).
@@ -7,13 +7,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tracing::{error, warn};
+use std::net::SocketAddr;
 
-use super::connection::{self, Shared};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{error, info, warn};
+
+use super::connection::{self, ConnectionSecurity, Shared};
 use super::{ConnectionLimits, NetworkStats};
 use crate::broker::Broker;
+use crate::config::listeners::{BoundListener, SaslSettings};
+use crate::security::failed_auth::FailedAuthLimiter;
+use crate::security::tls::{PrincipalMapper, TlsReloader};
+use crate::security::Principal;
 
 /// Longest pause after repeated accept failures.
 const ACCEPT_BACKOFF_MAX_MS: u64 = 1_000;
@@ -89,33 +95,138 @@ async fn release_memory_after_closes(closed: Arc<AtomicU64>, mut shutdown: watch
     }
 }
 
-/// Accepts connections until `shutdown` fires.
+/// One listener ready to accept: its socket, what it advertises and its security.
+pub struct ListenerSetup {
+    pub socket: TcpListener,
+    pub security: ListenerSecurity,
+}
+
+/// What a listener's connections are served with.
+pub struct ListenerSecurity {
+    pub bound: Arc<BoundListener>,
+    /// TLS (SSL and SASL_SSL listeners).
+    pub tls: Option<Arc<TlsReloader>>,
+    /// `ssl.principal.mapping.rules` (SSL listeners: the principal is the certificate's).
+    pub principal_mapper: Option<Arc<PrincipalMapper>>,
+    pub sasl: Option<Arc<SaslSettings>>,
+}
+
+/// How long a TLS handshake may take before the connection is dropped (bounded by
+/// `connections.max.idle.ms` too): a client that opens a connection and stalls in the
+/// handshake holds a slot for at most this long.
+const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// How often TLS listeners look for changed certificate and key files.
+const TLS_RELOAD_CHECK_MS: u64 = 5_000;
+
+/// Everything an accept loop shares with the others.
+#[derive(Clone)]
+struct AcceptShared {
+    connection: Shared,
+    connections: Arc<Semaphore>,
+    counts: Arc<ConnectionCounts>,
+    closed: Arc<AtomicU64>,
+    limits: ConnectionLimits,
+    max_connections: usize,
+}
+
+/// Accepts connections on every listener until `shutdown` fires, then waits for open
+/// connections to finish.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Vec<ListenerSetup>,
     broker: Arc<Broker>,
     stats: Arc<NetworkStats>,
     limits: ConnectionLimits,
     max_connections: usize,
     queued_max_request_bytes: usize,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let connections = Arc::new(Semaphore::new(max_connections));
-    let shared = Shared {
-        broker,
-        memory: Arc::new(Semaphore::new(
-            queued_max_request_bytes.min(Semaphore::MAX_PERMITS),
-        )),
-        latency: Arc::clone(&stats.latency),
+    let shared = AcceptShared {
+        connection: Shared {
+            broker,
+            memory: Arc::new(Semaphore::new(
+                queued_max_request_bytes.min(Semaphore::MAX_PERMITS),
+            )),
+            latency: Arc::clone(&stats.latency),
+            failed_auth: Arc::new(FailedAuthLimiter::default()),
+        },
+        connections: Arc::clone(&connections),
+        counts: Arc::clone(&stats.connections),
+        closed: Arc::new(AtomicU64::new(0)),
+        limits,
+        max_connections,
     };
-    let closed = Arc::new(AtomicU64::new(0));
     let releasing = tokio::spawn(release_memory_after_closes(
-        Arc::clone(&closed),
+        Arc::clone(&shared.closed),
         shutdown.clone(),
     ));
+    let mut loops = Vec::new();
+    for setup in listeners {
+        if let Some(tls) = &setup.security.tls {
+            let name = setup.security.bound.name.clone();
+            loops.push(tokio::spawn(reload_tls(
+                Arc::clone(tls),
+                name,
+                shutdown.clone(),
+            )));
+        }
+        loops.push(tokio::spawn(accept_loop(
+            setup,
+            shared.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for task in loops {
+        if let Err(err) = task.await {
+            error!("accept loop failed: {err}");
+        }
+    }
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(
+        Duration::from_millis(DRAIN_TIMEOUT_MS),
+        connections.acquire_many(all),
+    )
+    .await;
+    if drained.is_err() {
+        warn!("some connections were still busy at shutdown");
+    }
+    releasing.abort();
+}
+
+/// Re-reads a TLS listener's certificate and key files when they change, so certificates
+/// can be rotated without a restart (new connections use the new ones).
+async fn reload_tls(tls: Arc<TlsReloader>, listener: String, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(TLS_RELOAD_CHECK_MS));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let tls = Arc::clone(&tls);
+        match tokio::task::spawn_blocking(move || tls.reload_if_changed()).await {
+            Ok(Ok(true)) => info!(listener = %listener, "TLS certificate reloaded"),
+            Ok(Ok(false)) => {}
+            Ok(Err(err)) => error!(
+                listener = %listener,
+                "TLS files changed but cannot be used; keeping the previous certificate: {err}"
+            ),
+            Err(err) => error!("TLS reload failed: {err}"),
+        }
+    }
+}
+
+/// Accepts connections on one listener until `shutdown` fires.
+async fn accept_loop(
+    setup: ListenerSetup,
+    shared: AcceptShared,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff_ms = 5;
+    let ListenerSetup { socket, security } = setup;
+    let setup = Arc::new(security);
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = socket.accept() => accepted,
             _ = shutdown.changed() => break,
         };
         let (stream, peer) = match accepted {
@@ -130,36 +241,102 @@ pub async fn run(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
             crate::warn_peer!(
                 peer,
-                "refusing connection: max.connections={max_connections} reached"
+                "refusing connection: max.connections={} reached",
+                shared.max_connections
             );
             drop(stream);
             continue;
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        let closed = Arc::clone(&closed);
-        let open = stats.connections.opened();
+        let open = shared.counts.opened();
+        let setup = Arc::clone(&setup);
         tokio::spawn(async move {
-            connection::serve(stream, peer, shared, limits, shutdown).await;
+            serve_stream(stream, peer, &setup, &shared, shutdown).await;
             drop(permit);
             drop(open);
-            closed.fetch_add(1, Ordering::Relaxed);
+            shared.closed.fetch_add(1, Ordering::Relaxed);
         });
     }
     // Stop accepting at once: a listening socket left open while connections drain would
     // still complete clients' TCP handshakes, only to reset them when it closes.
-    drop(listener);
-    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(
-        Duration::from_millis(DRAIN_TIMEOUT_MS),
-        connections.acquire_many(all),
+    drop(socket);
+}
+
+/// Runs a connection: plain, or TLS after its handshake.
+async fn serve_stream(
+    stream: TcpStream,
+    peer: SocketAddr,
+    setup: &ListenerSecurity,
+    shared: &AcceptShared,
+    shutdown: watch::Receiver<bool>,
+) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
+    }
+    let security = |principal| ConnectionSecurity {
+        listener: Arc::clone(&setup.bound),
+        principal,
+        sasl: setup.sasl.clone(),
+    };
+    let Some(tls) = &setup.tls else {
+        let security = security(Principal::anonymous());
+        connection::serve(
+            stream,
+            peer,
+            shared.connection.clone(),
+            shared.limits,
+            security,
+            shutdown,
+        )
+        .await;
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    let timeout_ms = TLS_HANDSHAKE_TIMEOUT_MS.min(shared.limits.idle_timeout_ms);
+    let stream = match tokio::time::timeout(
+        Duration::from_millis(timeout_ms),
+        acceptor.accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            crate::warn_peer!(peer, "closing connection: TLS handshake failed: {err}");
+            return;
+        }
+        Err(_) => {
+            crate::warn_peer!(
+                peer,
+                "closing connection: TLS handshake took longer than {timeout_ms} ms"
+            );
+            return;
+        }
+    };
+    // On SASL_SSL the principal comes from SASL; on SSL from the client certificate.
+    let principal = match (&setup.sasl, &setup.principal_mapper) {
+        (None, Some(mapper)) => {
+            match crate::security::tls::principal_of(stream.get_ref().1.peer_certificates(), mapper)
+            {
+                Ok(principal) => principal,
+                Err(reason) => {
+                    crate::warn_peer!(peer, "closing connection: {reason}");
+                    return;
+                }
+            }
+        }
+        _ => Principal::anonymous(),
+    };
+    connection::serve(
+        stream,
+        peer,
+        shared.connection.clone(),
+        shared.limits,
+        security(principal),
+        shutdown,
     )
     .await;
-    if drained.is_err() {
-        warn!("some connections were still busy at shutdown");
-    }
-    releasing.abort();
 }

@@ -2,9 +2,11 @@
 //! size-prefixed frames within the configured limits, hand them to the broker in order and
 //! write responses back in request order. The only module that touches sockets.
 
+pub mod authenticate;
 pub mod connection;
 pub mod listener;
 pub mod request_latency;
+pub mod transport;
 
 use std::sync::Arc;
 

@@ -37,7 +37,7 @@ pub fn handle(
     }
     response.brokers = vec![DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node_id))
-        .with_host(str_bytes(&broker.advertised.host))
-        .with_port(i32::from(broker.advertised.port))];
+        .with_host(str_bytes(&ctx.listener.advertised.host))
+        .with_port(i32::from(ctx.listener.advertised.port))];
     Handled::Now(response)
 }

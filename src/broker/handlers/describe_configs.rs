@@ -80,7 +80,7 @@ pub fn handle(
 fn broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
     broker
         .config
-        .describe(&broker.advertised)
+        .describe(&broker.listeners)
         .into_iter()
         .map(|(key, value, explicit)| {
             let source = if explicit {

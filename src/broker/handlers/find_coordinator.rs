@@ -10,6 +10,7 @@ use super::str_bytes;
 use crate::broker::dispatch::{Handled, RequestContext};
 use crate::broker::error_code::{code, KafkaError};
 use crate::broker::Broker;
+use crate::config::Endpoint;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -23,7 +24,7 @@ struct Answer<'a> {
     port: i32,
 }
 
-fn answer<'a>(broker: &'a Broker, key_type: i8, key: &str) -> Answer<'a> {
+fn answer<'a>(broker: &Broker, advertised: &'a Endpoint, key_type: i8, key: &str) -> Answer<'a> {
     let error = match key_type {
         KEY_TYPE_GROUP if broker.groups.is_available(key) => None,
         KEY_TYPE_TRANSACTION if broker.txns.is_available(key) => None,
@@ -34,8 +35,8 @@ fn answer<'a>(broker: &'a Broker, key_type: i8, key: &str) -> Answer<'a> {
         None => Answer {
             error: 0,
             node: broker.node_id,
-            host: broker.advertised.host.as_str(),
-            port: i32::from(broker.advertised.port),
+            host: advertised.host.as_str(),
+            port: i32::from(advertised.port),
         },
         Some(error) => Answer {
             error: code(error),
@@ -58,7 +59,7 @@ pub fn handle(
             .coordinator_keys
             .iter()
             .map(|key| {
-                let found = answer(broker, request.key_type, key);
+                let found = answer(broker, &ctx.listener.advertised, request.key_type, key);
                 Coordinator::default()
                     .with_key(key.clone())
                     .with_node_id(BrokerId(found.node))
@@ -68,7 +69,12 @@ pub fn handle(
             })
             .collect();
     } else {
-        let found = answer(broker, request.key_type, &request.key);
+        let found = answer(
+            broker,
+            &ctx.listener.advertised,
+            request.key_type,
+            &request.key,
+        );
         response.error_code = found.error;
         response.node_id = BrokerId(found.node);
         response.host = str_bytes(found.host);

@@ -19,6 +19,7 @@ use crate::broker::error_code::{self, code, KafkaError, NONE};
 use crate::broker::partition::LEADER_EPOCH;
 use crate::broker::topics::{Topic, TopicError, TopicSpec};
 use crate::broker::{authorized_ops, Broker};
+use crate::config::Endpoint;
 
 /// Sentinel for "authorized operations not requested".
 const OPERATIONS_NOT_REQUESTED: i32 = authorized_ops::NOT_REQUESTED;
@@ -62,7 +63,7 @@ pub fn handle(
         }
     }
     let mut response = MetadataResponse::default()
-        .with_brokers(vec![broker_entry(broker)])
+        .with_brokers(vec![broker_entry(broker, &ctx.listener.advertised)])
         .with_topics(topics);
     if version >= 1 {
         response.controller_id = BrokerId(broker.node_id);
@@ -76,11 +77,12 @@ pub fn handle(
     Handled::Now(response)
 }
 
-fn broker_entry(broker: &Broker) -> MetadataResponseBroker {
+/// This broker as reached through the listener the request came in on.
+fn broker_entry(broker: &Broker, advertised: &Endpoint) -> MetadataResponseBroker {
     MetadataResponseBroker::default()
         .with_node_id(BrokerId(broker.node_id))
-        .with_host(str_bytes(&broker.advertised.host))
-        .with_port(i32::from(broker.advertised.port))
+        .with_host(str_bytes(&advertised.host))
+        .with_port(i32::from(advertised.port))
 }
 
 fn named_topic(
