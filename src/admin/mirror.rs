@@ -6,14 +6,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use crate::client::{ClientError, Cluster};
+use crate::client::{ClientError, ClientOptions, Cluster};
 use crate::mirror::source;
 use crate::storage::batch::BatchHeader;
 
 /// Sends one admin request to the Ferry at `bootstrap`; an answer with `error` becomes
 /// `ClientError::Refused` carrying the broker's message.
-pub async fn call(bootstrap: &str, request: Value) -> Result<Value, ClientError> {
-    let mut connection = crate::client::Connection::connect(bootstrap, "ferry-mirror-cli").await?;
+pub async fn call(
+    bootstrap: &str,
+    options: &ClientOptions,
+    request: Value,
+) -> Result<Value, ClientError> {
+    let mut connection =
+        crate::client::Connection::connect_with(bootstrap, "ferry-mirror-cli", options).await?;
     let answer = connection.call_ferry_admin(&request).await?;
     if let Some(kind) = answer.get("error").and_then(Value::as_str) {
         let message = answer
@@ -28,9 +33,10 @@ pub async fn call(bootstrap: &str, request: Value) -> Result<Value, ClientError>
 /// The source address of `link`, from the Ferry's status.
 pub async fn link_source(
     bootstrap: &str,
+    options: &ClientOptions,
     link: &str,
 ) -> Result<(String, Vec<String>), ClientError> {
-    let status = call(bootstrap, json!({ "op": "status", "link": link })).await?;
+    let status = call(bootstrap, options, json!({ "op": "status", "link": link })).await?;
     let entry = status["links"]
         .as_array()
         .and_then(|links| links.first())

@@ -9,3 +9,4 @@ pub mod mirror;
 pub mod render;
 pub mod time;
 pub mod topics;
+pub mod users;

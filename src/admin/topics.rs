@@ -98,7 +98,7 @@ pub async fn create(
 }
 
 /// Admin requests go to the controller Metadata names (any broker forwards in Kafka 4).
-async fn controller(cluster: &mut Cluster) -> Result<i32, ClientError> {
+pub(crate) async fn controller(cluster: &mut Cluster) -> Result<i32, ClientError> {
     let metadata = cluster.metadata(Some(Vec::new())).await?;
     let any = metadata.brokers.first().map_or(-1, |b| b.node_id.0);
     Ok(Some(metadata.controller_id.0)

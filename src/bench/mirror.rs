@@ -57,7 +57,11 @@ fn admin(bootstrap: &str, request: serde_json::Value) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime
-        .block_on(crate::admin::mirror::call(bootstrap, request))
+        .block_on(crate::admin::mirror::call(
+            bootstrap,
+            &crate::client::ClientOptions::default(),
+            request,
+        ))
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

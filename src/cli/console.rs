@@ -8,6 +8,8 @@ use clap::{Args, ValueEnum};
 use ferry::admin::console::{self, ConsumeOptions, ProduceOptions, Start};
 use ferry::admin::render::json_string;
 use ferry::client::Cluster;
+
+use super::groups::client_options;
 use ferry::logging::Escaped;
 use ferry::storage::batch::Compression;
 
@@ -34,6 +36,9 @@ pub struct ProduceArgs {
     /// A broker of the cluster to talk to.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// Kafka client properties for the connection (security settings).
+    #[arg(long, value_name = "FILE")]
+    command_config: Option<std::path::PathBuf>,
     /// Split each line into key and value at the first occurrence of this.
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
@@ -52,6 +57,9 @@ pub struct ConsumeArgs {
     topic: String,
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// Kafka client properties for the connection (security settings).
+    #[arg(long, value_name = "FILE")]
+    command_config: Option<std::path::PathBuf>,
     /// Start at the first record (default: only records produced from now on).
     #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
@@ -120,9 +128,13 @@ async fn run_produce(args: ProduceArgs) -> Result<(), String> {
         Codec::Zstd => Compression::Zstd,
     };
     let err = |e: ferry::client::ClientError| e.to_string();
-    let mut cluster = Cluster::connect(&args.bootstrap, "ferry-produce")
-        .await
-        .map_err(err)?;
+    let mut cluster = Cluster::connect_with(
+        &args.bootstrap,
+        "ferry-produce",
+        &client_options(args.command_config.as_deref()).map_err(|e| e.to_string())?,
+    )
+    .await
+    .map_err(err)?;
     let options = ProduceOptions {
         topic: args.topic,
         partition: args.partition,
@@ -148,9 +160,13 @@ async fn run_produce(args: ProduceArgs) -> Result<(), String> {
 
 async fn run_consume(args: ConsumeArgs) -> Result<(), String> {
     let err = |e: ferry::client::ClientError| e.to_string();
-    let mut cluster = Cluster::connect(&args.bootstrap, "ferry-consume")
-        .await
-        .map_err(err)?;
+    let mut cluster = Cluster::connect_with(
+        &args.bootstrap,
+        "ferry-consume",
+        &client_options(args.command_config.as_deref()).map_err(|e| e.to_string())?,
+    )
+    .await
+    .map_err(err)?;
     let start = match (args.offset, args.from_beginning) {
         (Some(n), _) if n < 0 => return Err(format!("--offset {n}: an offset is 0 or more")),
         (Some(n), _) => Start::Offset(n),

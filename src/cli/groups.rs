@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use ferry::admin::groups::{self, ResetScope, ResetTarget};
 use ferry::admin::render::{Table, Value};
 use ferry::admin::time;
-use ferry::client::{ClientError, Cluster};
+use ferry::client::{ClientError, ClientOptions, ClientSecurity, Cluster};
 
 /// The options every over-the-wire tool shares: where the cluster is, and how to print.
 #[derive(Debug, Args)]
@@ -24,6 +24,29 @@ pub struct ClusterArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table", global = true)]
     pub output: Output,
+    /// Kafka client properties for the connection: `security.protocol`, `ssl.*`,
+    /// `sasl.mechanism`, `sasl.username`/`sasl.password` or `sasl.jaas.config`.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub command_config: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// How to connect: the security of `--command-config`.
+    pub fn options(&self) -> Result<ClientOptions, ClientError> {
+        client_options(self.command_config.as_deref())
+    }
+}
+
+/// Client options from an optional `--command-config` file.
+pub fn client_options(path: Option<&std::path::Path>) -> Result<ClientOptions, ClientError> {
+    let Some(path) = path else {
+        return Ok(ClientOptions::default());
+    };
+    let security = ClientSecurity::from_file(path).map_err(ClientError::Refused)?;
+    Ok(ClientOptions {
+        security: std::sync::Arc::new(security),
+        ..ClientOptions::default()
+    })
 }
 
 #[derive(Debug, Args)]
@@ -153,7 +176,7 @@ fn target(args: &ResetArgs) -> Result<ResetTarget, String> {
     })
 }
 
-fn print(table: &Table, output: Output) {
+pub(crate) fn print(table: &Table, output: Output) {
     match output {
         Output::Table => print!("{}", table.to_text()),
         Output::Json => println!("{}", table.to_json()),
@@ -181,9 +204,13 @@ fn kafka_error_name(code: i16) -> String {
 
 async fn run_command(args: GroupsArgs) -> Result<(), String> {
     let err = |e: ClientError| e.to_string();
-    let mut cluster = Cluster::connect(&args.cluster.bootstrap, "ferry-groups")
-        .await
-        .map_err(err)?;
+    let mut cluster = Cluster::connect_with(
+        &args.cluster.bootstrap,
+        "ferry-groups",
+        &args.cluster.options().map_err(|e| e.to_string())?,
+    )
+    .await
+    .map_err(err)?;
     match args.command {
         GroupsCommand::List => {
             let mut table = Table::new(&["group", "state", "protocol_type"]);

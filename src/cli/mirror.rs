@@ -11,9 +11,9 @@ use serde_json::{json, Value as Json};
 
 use ferry::admin::mirror::{self, PartitionComparison};
 use ferry::admin::render::{Table, Value};
-use ferry::client::Cluster;
+use ferry::client::{ClientOptions, Cluster};
 
-use super::groups::{ClusterArgs, Output};
+use super::groups::{client_options, ClusterArgs, Output};
 use super::topics::block_on;
 
 #[derive(Debug, Args)]
@@ -94,6 +94,9 @@ pub enum MirrorCommand {
         link: String,
         #[arg(long)]
         topic: Option<String>,
+        /// Kafka client properties for reading the source (security settings).
+        #[arg(long, value_name = "FILE")]
+        source_command_config: Option<std::path::PathBuf>,
     },
     /// Producer cutover: wait until the source stopped and the mirror has all of it,
     /// verify, sync groups a last time and make the topic writable.
@@ -112,6 +115,9 @@ pub enum MirrorCommand {
         /// How long to wait for the mirror to catch up, in seconds.
         #[arg(long, default_value_t = 30)]
         timeout_s: u64,
+        /// Kafka client properties for reading the source (security settings).
+        #[arg(long, value_name = "FILE")]
+        source_command_config: Option<std::path::PathBuf>,
     },
 }
 
@@ -119,6 +125,7 @@ pub fn run(args: MirrorArgs) -> i32 {
     block_on(async move {
         let bootstrap = args.cluster.bootstrap.clone();
         let output = args.cluster.output;
+        let options = args.cluster.options().map_err(|e| e.to_string())?;
         let request = match args.command {
             MirrorCommand::Create {
                 link,
@@ -172,9 +179,13 @@ pub fn run(args: MirrorArgs) -> i32 {
             MirrorCommand::Status { link, watch } => {
                 let terminal = std::io::stdout().is_terminal() && matches!(output, Output::Table);
                 loop {
-                    let answer = mirror::call(&bootstrap, json!({ "op": "status", "link": link }))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let answer = mirror::call(
+                        &bootstrap,
+                        &options,
+                        json!({ "op": "status", "link": link }),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
                     if watch && terminal {
                         // Clear the screen and draw from its top.
                         print!("\x1b[H\x1b[2J");
@@ -186,8 +197,15 @@ pub fn run(args: MirrorArgs) -> i32 {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
-            MirrorCommand::Verify { link, topic } => {
-                return verify(&bootstrap, &link, topic, output).await;
+            MirrorCommand::Verify {
+                link,
+                topic,
+                source_command_config,
+            } => {
+                let source_options =
+                    client_options(source_command_config.as_deref()).map_err(|e| e.to_string())?;
+                let clients = (&options, &source_options);
+                return verify(&bootstrap, clients, &link, topic, output).await;
             }
             MirrorCommand::Promote {
                 link,
@@ -195,17 +213,27 @@ pub fn run(args: MirrorArgs) -> i32 {
                 force,
                 keep_groups_on_source,
                 timeout_s,
+                source_command_config,
             } => {
                 if !force {
-                    verify(&bootstrap, &link, Some(topic.clone()), Output::Table)
-                        .await
-                        .map_err(|e| format!("not promoted: {e}"))?;
+                    let source_options = client_options(source_command_config.as_deref())
+                        .map_err(|e| e.to_string())?;
+                    let clients = (&options, &source_options);
+                    verify(
+                        &bootstrap,
+                        clients,
+                        &link,
+                        Some(topic.clone()),
+                        Output::Table,
+                    )
+                    .await
+                    .map_err(|e| format!("not promoted: {e}"))?;
                 }
                 json!({ "op": "promote", "link": link, "topic": topic, "force": force, "keep_groups_on_source": keep_groups_on_source,
                         "timeout_ms": timeout_s.saturating_mul(1_000) })
             }
         };
-        let answer = mirror::call(&bootstrap, request)
+        let answer = mirror::call(&bootstrap, &options, request)
             .await
             .map_err(|e| e.to_string())?;
         match output {
@@ -444,21 +472,22 @@ fn print_acls(link: &Json) {
 
 async fn verify(
     bootstrap: &str,
+    (options, source_options): (&ClientOptions, &ClientOptions),
     link: &str,
     topic: Option<String>,
     output: Output,
 ) -> Result<(), String> {
-    let (source, topics) = mirror::link_source(bootstrap, link)
+    let (source, topics) = mirror::link_source(bootstrap, options, link)
         .await
         .map_err(|e| e.to_string())?;
     let topics = match topic {
         Some(topic) => vec![topic],
         None => topics,
     };
-    let mut ferry = Cluster::connect(bootstrap, "ferry-mirror-verify")
+    let mut ferry = Cluster::connect_with(bootstrap, "ferry-mirror-verify", options)
         .await
         .map_err(|e| e.to_string())?;
-    let mut source_cluster = Cluster::connect(&source, "ferry-mirror-verify")
+    let mut source_cluster = Cluster::connect_with(&source, "ferry-mirror-verify", source_options)
         .await
         .map_err(|e| format!("source {source}: {e}"))?;
     let mut all: Vec<PartitionComparison> = Vec::new();

@@ -7,6 +7,7 @@ pub mod log;
 pub mod mirror;
 pub mod serve;
 pub mod topics;
+pub mod users;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,8 @@ pub enum Command {
     /// Migrate from a running Kafka cluster: links, mirror topics, group sync, verify,
     /// promote (sent to the Ferry at --bootstrap).
     Mirror(mirror::MirrorArgs),
+    /// SCRAM users (SASL logins): list, set-password, delete (sent to --bootstrap).
+    Users(users::UsersArgs),
     /// Read a data directory's files offline: dump segments and indexes, verify a directory.
     Log(log::LogArgs),
     /// Benchmark a broker (a fresh Ferry, or any Kafka-compatible one) with librdkafka
@@ -50,6 +53,7 @@ pub fn run() -> i32 {
         Command::Groups(args) => groups::run(args),
         Command::Log(args) => log::run(args),
         Command::Mirror(args) => mirror::run(args),
+        Command::Users(args) => users::run(args),
         Command::Topics(args) => topics::run_topics(args),
         Command::Configs(args) => topics::run_configs(args),
         Command::Produce(args) => console::produce(args),

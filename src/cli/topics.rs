@@ -142,9 +142,13 @@ fn done(output: Output, what: String) {
 
 pub fn run_topics(args: TopicsArgs) -> i32 {
     block_on(async move {
-        let mut cluster = Cluster::connect(&args.cluster.bootstrap, "ferry-topics")
-            .await
-            .map_err(err)?;
+        let mut cluster = Cluster::connect_with(
+            &args.cluster.bootstrap,
+            "ferry-topics",
+            &args.cluster.options().map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(err)?;
         let output = args.cluster.output;
         match args.command {
             TopicsCommand::Create {
@@ -267,9 +271,13 @@ fn config_table(configs: &[ConfigDetails]) -> Table {
 
 pub fn run_configs(args: ConfigsArgs) -> i32 {
     block_on(async move {
-        let mut cluster = Cluster::connect(&args.cluster.bootstrap, "ferry-configs")
-            .await
-            .map_err(err)?;
+        let mut cluster = Cluster::connect_with(
+            &args.cluster.bootstrap,
+            "ferry-configs",
+            &args.cluster.options().map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(err)?;
         match args.command {
             ConfigsCommand::Describe { resource } => {
                 let configs = topics::describe_configs(&mut cluster, resource.target())

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -13,8 +14,32 @@ use proto_kafka::messages::{
     FindCoordinatorResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
 };
 use proto_kafka::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+pub mod security;
+
+pub use security::ClientSecurity;
+
+/// A connection's byte stream: plain TCP or TLS.
+trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
+
+/// How connections are made: the request timeout and the security settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub request_timeout: Duration,
+    pub security: Arc<ClientSecurity>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            request_timeout: REQUEST_TIMEOUT,
+            security: Arc::new(ClientSecurity::default()),
+        }
+    }
+}
 
 /// Largest response this client accepts (`max.response.bytes`).
 pub const MAX_RESPONSE_BYTES: usize = 100 << 20;
@@ -90,7 +115,7 @@ pub fn check(code: i16, context: impl FnOnce() -> String) -> Result<(), ClientEr
 /// One connection to one broker.
 pub struct Connection {
     address: String,
-    stream: TcpStream,
+    stream: Box<dyn ClientStream>,
     next_correlation_id: i32,
     /// api key -> (min, max) the broker supports.
     versions: HashMap<i16, (i16, i16)>,
@@ -110,17 +135,50 @@ impl Connection {
         client_id: &str,
         request_timeout: Duration,
     ) -> Result<Connection, ClientError> {
+        let options = ClientOptions {
+            request_timeout,
+            ..ClientOptions::default()
+        };
+        Connection::connect_with(address, client_id, &options).await
+    }
+
+    /// Connects (TLS if configured), negotiates API versions and logs in (SASL if
+    /// configured).
+    pub async fn connect_with(
+        address: &str,
+        client_id: &str,
+        options: &ClientOptions,
+    ) -> Result<Connection, ClientError> {
+        let request_timeout = options.request_timeout;
         let io = |source| ClientError::Io {
             address: address.to_string(),
             source,
         };
-        let stream = tokio::time::timeout(request_timeout, TcpStream::connect(address))
+        let timed_out = || ClientError::Timeout {
+            address: address.to_string(),
+        };
+        let tcp = tokio::time::timeout(request_timeout, TcpStream::connect(address))
             .await
-            .map_err(|_| ClientError::Timeout {
-                address: address.to_string(),
-            })?
+            .map_err(|_| timed_out())?
             .map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let stream: Box<dyn ClientStream> = match &options.security.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = options
+                    .security
+                    .server_name(address)
+                    .map_err(ClientError::Refused)?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls));
+                let stream = tokio::time::timeout(request_timeout, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| {
+                        ClientError::Refused(format!("{address}: TLS handshake failed: {e}"))
+                    })?;
+                Box::new(stream)
+            }
+        };
         let mut connection = Connection {
             address: address.to_string(),
             stream,
@@ -143,7 +201,76 @@ impl Connection {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some(login) = &options.security.sasl {
+            connection.login(login).await?;
+        }
         Ok(connection)
+    }
+
+    /// Sends one SASL token in a SaslAuthenticate request; returns the broker's token.
+    async fn sasl_token(&mut self, version: i16, token: Vec<u8>) -> Result<Bytes, ClientError> {
+        use proto_kafka::messages::{SaslAuthenticateRequest, SaslAuthenticateResponse};
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let response: SaslAuthenticateResponse = self
+            .call_version(ApiKey::SaslAuthenticate, version, &request)
+            .await?;
+        if response.error_code != 0 {
+            let message = response
+                .error_message
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            return Err(ClientError::Refused(format!(
+                "{}: SASL authentication failed: {message}",
+                self.address
+            )));
+        }
+        Ok(response.auth_bytes)
+    }
+
+    /// SaslHandshake v1 and SaslAuthenticate exchanges for `login`.
+    async fn login(&mut self, login: &security::SaslLogin) -> Result<(), ClientError> {
+        use crate::config::listeners::SaslMechanism;
+        use crate::security::scram::{ScramClient, ScramMechanism};
+        use proto_kafka::messages::{SaslHandshakeRequest, SaslHandshakeResponse};
+        let address = self.address.clone();
+        let handshake = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(login.mechanism.name()));
+        let response: SaslHandshakeResponse = self
+            .call_version(ApiKey::SaslHandshake, 1, &handshake)
+            .await?;
+        check(response.error_code, || {
+            format!(
+                "SASL mechanism {} at {address} (enabled there: {})",
+                login.mechanism.name(),
+                response
+                    .mechanisms
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        let version = self.version(ApiKey::SaslAuthenticate, 2)?;
+        let scram = match login.mechanism {
+            SaslMechanism::Plain => {
+                let token = format!("\0{}\0{}", login.username, login.password);
+                self.sasl_token(version, token.into_bytes()).await?;
+                return Ok(());
+            }
+            SaslMechanism::ScramSha256 => ScramMechanism::Sha256,
+            SaslMechanism::ScramSha512 => ScramMechanism::Sha512,
+        };
+        let refused = |what: String| ClientError::Refused(format!("{address}: {what}"));
+        let mut client = ScramClient::new(scram, &login.username, &login.password)
+            .map_err(|e| refused(e.message))?;
+        let server_first = self.sasl_token(version, client.first_message()).await?;
+        let last = client
+            .final_message(&server_first)
+            .map_err(|e| refused(e.message))?;
+        let server_final = self.sasl_token(version, last).await?;
+        client
+            .verify_server_final(&server_final)
+            .map_err(|e| refused(e.message))
     }
 
     pub fn address(&self) -> &str {
@@ -301,7 +428,7 @@ impl Connection {
 /// A cluster reached through a bootstrap address.
 pub struct Cluster {
     client_id: String,
-    request_timeout: Duration,
+    options: ClientOptions,
     bootstrap: Connection,
     /// node id -> "host:port"
     brokers: HashMap<i32, String>,
@@ -320,11 +447,23 @@ impl Cluster {
         client_id: &str,
         request_timeout: Duration,
     ) -> Result<Cluster, ClientError> {
-        let connection =
-            Connection::connect_with_timeout(bootstrap, client_id, request_timeout).await?;
+        let options = ClientOptions {
+            request_timeout,
+            ..ClientOptions::default()
+        };
+        Cluster::connect_with(bootstrap, client_id, &options).await
+    }
+
+    /// Connects with `options` for every connection (security, request timeout).
+    pub async fn connect_with(
+        bootstrap: &str,
+        client_id: &str,
+        options: &ClientOptions,
+    ) -> Result<Cluster, ClientError> {
+        let connection = Connection::connect_with(bootstrap, client_id, options).await?;
         let mut cluster = Cluster {
             client_id: client_id.to_string(),
-            request_timeout,
+            options: options.clone(),
             bootstrap: connection,
             brokers: HashMap::new(),
             connections: HashMap::new(),
@@ -378,8 +517,7 @@ impl Cluster {
                 ClientError::Protocol(format!("broker {node_id} is not in the cluster metadata"))
             })?;
             let connection =
-                Connection::connect_with_timeout(&address, &self.client_id, self.request_timeout)
-                    .await?;
+                Connection::connect_with(&address, &self.client_id, &self.options).await?;
             self.connections.insert(node_id, connection);
         }
         Ok(self.connections.get_mut(&node_id).expect("inserted above"))

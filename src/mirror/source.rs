@@ -9,7 +9,7 @@ use bytes::Bytes;
 use proto_kafka::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use proto_kafka::protocol::StrBytes;
 
-use crate::client::{check, ClientError, Cluster};
+use crate::client::{check, ClientError, ClientOptions, ClientSecurity, Cluster};
 
 /// The client id Ferry uses on the source (visible in the source's request logs).
 pub const CLIENT_ID: &str = "ferry-mirror";
@@ -37,17 +37,10 @@ const SUPPORTED_CLIENT_KEYS: &[&str] = &[
     "request.timeout.ms",
 ];
 
-/// Checks a link's client properties: plaintext only until Ferry's security work brings
-/// TLS and SASL to this client.
+/// Checks a link's client properties: the security keys as Ferry's client reads them
+/// (`client::security`: TLS, SASL PLAIN/SCRAM), and the few others the mirror uses.
 pub fn check_client_config(config: &BTreeMap<String, String>) -> Result<(), String> {
-    if let Some(protocol) = config.get("security.protocol") {
-        if !protocol.eq_ignore_ascii_case("PLAINTEXT") {
-            return Err(format!(
-                "security.protocol={protocol}: the mirror connects to sources in PLAINTEXT \
-                 only so far (TLS and SASL to the source come with Ferry's security support)"
-            ));
-        }
-    }
+    ClientSecurity::from_properties(config)?;
     if let Some(timeout) = config.get("request.timeout.ms") {
         if !timeout.parse::<u64>().is_ok_and(|ms| ms > 0) {
             return Err(format!(
@@ -55,10 +48,10 @@ pub fn check_client_config(config: &BTreeMap<String, String>) -> Result<(), Stri
             ));
         }
     }
-    match config
-        .keys()
-        .find(|k| !SUPPORTED_CLIENT_KEYS.contains(&k.as_str()))
-    {
+    match config.keys().find(|k| {
+        let security = k.starts_with("ssl.") || k.starts_with("sasl.");
+        !security && !SUPPORTED_CLIENT_KEYS.contains(&k.as_str())
+    }) {
         Some(key) => Err(format!(
             "source client property '{key}' is not supported by the mirror yet (supported: {})",
             SUPPORTED_CLIENT_KEYS.join(", ")
@@ -80,7 +73,12 @@ pub async fn connect(
             crate::client::REQUEST_TIMEOUT,
             std::time::Duration::from_millis,
         );
-    Cluster::connect_with_timeout(source, CLIENT_ID, timeout).await
+    let security = ClientSecurity::from_properties(config).map_err(ClientError::Refused)?;
+    let options = ClientOptions {
+        request_timeout: timeout,
+        security: std::sync::Arc::new(security),
+    };
+    Cluster::connect_with(source, CLIENT_ID, &options).await
 }
 
 /// A source topic as Metadata describes it.
@@ -308,18 +306,22 @@ mod tests {
     }
 
     #[test]
-    fn only_plaintext_sources_for_now() {
+    fn source_security_is_checked_when_the_link_is_made() {
         let mut config = BTreeMap::new();
         assert!(check_client_config(&config).is_ok());
-        config.insert("security.protocol".into(), "SASL_SSL".into());
-        assert!(check_client_config(&config)
-            .unwrap_err()
-            .contains("PLAINTEXT"));
-        config.insert("security.protocol".into(), "plaintext".into());
-        config.insert("sasl.mechanism".into(), "PLAIN".into());
+        config.insert("security.protocol".into(), "SASL_PLAINTEXT".into());
+        config.insert("sasl.mechanism".into(), "GSSAPI".into());
         assert!(check_client_config(&config)
             .unwrap_err()
             .contains("sasl.mechanism"));
+        config.insert("sasl.mechanism".into(), "SCRAM-SHA-512".into());
+        config.insert("sasl.username".into(), "mirror".into());
+        config.insert("sasl.password".into(), "secret".into());
+        assert!(check_client_config(&config).is_ok());
+        config.insert("linger.ms".into(), "5".into());
+        assert!(check_client_config(&config)
+            .unwrap_err()
+            .contains("linger.ms"));
     }
 }
 

@@ -31,7 +31,7 @@ use crate::broker::Broker;
 use crate::config::listeners::{BoundListener, SaslMechanism, SaslSettings};
 use crate::protocol::frame::OutFrame;
 use crate::protocol::{decode_request_header, encode_response, RequestFrame};
-use crate::security::failed_auth::{Admission, FailedAuthLimiter};
+use crate::security::failed_auth::{Admission, FailedAuthLimiter, MAX_DELAY_MS};
 use crate::security::sasl::{AuthFailed, Exchange, Step};
 use crate::security::{Principal, Session};
 
@@ -251,18 +251,15 @@ async fn exchange_step(
     token: Bytes,
 ) -> Result<(Step, Exchange), AuthFailed> {
     let address = ctx.peer.ip();
-    if let Admission::Refuse { first } = ctx.failed_auth.admit(address, Instant::now()) {
+    if let Admission::Delay { delay_ms, first } = ctx.failed_auth.admit(address, Instant::now()) {
         if first {
             tracing::warn!(
                 peer = %ctx.peer,
-                "refusing authentication from {address} for a while: too many failed attempts"
+                "slowing authentication from {address}: too many failed attempts in the last \
+                 minute (each attempt now waits up to {MAX_DELAY_MS} ms)"
             );
         }
-        return Err(AuthFailed {
-            message: "Authentication failed: too many failed attempts from this address; try \
-                      again later"
-                .into(),
-        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
     let broker = Arc::clone(&ctx.broker);
     let stepped = tokio::task::spawn_blocking(move || {

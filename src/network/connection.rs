@@ -247,8 +247,7 @@ pub(super) struct ReadFrame {
 async fn read_frames<R: AsyncRead + Unpin>(
     read_half: R,
     limits: ConnectionLimits,
-    memory: Arc<Semaphore>,
-    unauthenticated_max_bytes: Arc<AtomicUsize>,
+    (memory, unauthenticated_max_bytes): (Arc<Semaphore>, Arc<AtomicUsize>),
     peer: SocketAddr,
     frames: mpsc::Sender<ReadFrame>,
     mut shutdown: watch::Receiver<bool>,
@@ -387,8 +386,7 @@ pub async fn serve<T: Transport>(
     let reading = tokio::spawn(read_frames(
         read_half,
         limits,
-        memory,
-        Arc::clone(&unauthenticated_max_bytes),
+        (memory, Arc::clone(&unauthenticated_max_bytes)),
         peer,
         frames_read,
         shutdown.clone(),
@@ -738,8 +736,7 @@ mod tests {
         let reading = tokio::spawn(read_frames(
             server,
             limits,
-            Arc::clone(&memory),
-            Arc::new(AtomicUsize::new(usize::MAX)),
+            (Arc::clone(&memory), Arc::new(AtomicUsize::new(usize::MAX))),
             peer,
             frames_read,
             shutdown_seen,

@@ -336,7 +336,9 @@ impl Exchange<'_> {
         let mut attributes = without_proof.split(',');
         let channel = attributes.next().and_then(|a| a.strip_prefix("c="));
         let nonce = attributes.next().and_then(|a| a.strip_prefix("r="));
-        if channel.is_none() || nonce != Some(self.nonce) {
+        // Kafka accepts a final nonce that ends with the server-first one (librdkafka before
+        // 2.x prefixes its own nonce again; `ScramSaslServer` checks `endsWith`).
+        if channel.is_none() || !nonce.is_some_and(|n| n.ends_with(self.nonce)) {
             return Err(bad());
         }
         let proof = BASE64.decode(proof).map_err(|_| bad())?;
@@ -359,36 +361,107 @@ impl Exchange<'_> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+/// The client's side of one SCRAM exchange (Ferry's own tools and mirror links).
+#[derive(Debug)]
+pub struct ScramClient {
+    mechanism: ScramMechanism,
+    user: String,
+    password: String,
+    client_first_bare: String,
+    server_signature: Option<Vec<u8>>,
+}
 
-    /// The client's side of an exchange, written from RFC 5802 for the tests.
-    pub(crate) fn client_proof(
+/// `,` is `=2C` and `=` is `=3D` in a SCRAM user name.
+fn escape_name(name: &str) -> String {
+    name.replace('=', "=3D").replace(',', "=2C")
+}
+
+impl ScramClient {
+    pub fn new(
         mechanism: ScramMechanism,
+        user: &str,
         password: &str,
-        client_first_bare: &str,
-        server_first: &str,
-    ) -> String {
-        let fields: Vec<&str> = server_first.split(',').collect();
-        let nonce = fields[0].strip_prefix("r=").unwrap();
-        let salt = BASE64
-            .decode(fields[1].strip_prefix("s=").unwrap())
-            .unwrap();
-        let iterations: u32 = fields[2].strip_prefix("i=").unwrap().parse().unwrap();
-        let salted = mechanism.salted_password(password.as_bytes(), &salt, iterations);
-        let client_key = mechanism.hmac(&salted, &[b"Client Key"]);
-        let stored_key = mechanism.hash(&client_key);
+    ) -> Result<ScramClient, ScramError> {
+        let client_first_bare = format!("n={},r={}", escape_name(user), server_nonce()?);
+        Ok(ScramClient {
+            mechanism,
+            user: user.to_string(),
+            password: password.to_string(),
+            client_first_bare,
+            server_signature: None,
+        })
+    }
+
+    /// The client-first message.
+    pub fn first_message(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// The client-final message for the server-first message.
+    pub fn final_message(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let bad = || fail(format!("unexpected SCRAM server message for {}", self.user));
+        let server_first = std::str::from_utf8(server_first).map_err(|_| bad())?;
+        let mut fields = server_first.split(',');
+        let nonce = fields
+            .next()
+            .and_then(|f| f.strip_prefix("r="))
+            .ok_or_else(bad)?;
+        let salt = fields
+            .next()
+            .and_then(|f| f.strip_prefix("s="))
+            .ok_or_else(bad)?;
+        let iterations: u32 = fields
+            .next()
+            .and_then(|f| f.strip_prefix("i="))
+            .and_then(|i| i.parse().ok())
+            .ok_or_else(bad)?;
+        let own_nonce = self
+            .client_first_bare
+            .rsplit_once("r=")
+            .map(|(_, n)| n)
+            .unwrap_or_default();
+        if !nonce.starts_with(own_nonce)
+            || !(MIN_ITERATIONS..=MAX_ITERATIONS * 64).contains(&iterations)
+        {
+            return Err(bad());
+        }
+        let salt = BASE64.decode(salt).map_err(|_| bad())?;
+        let salted = self
+            .mechanism
+            .salted_password(self.password.as_bytes(), &salt, iterations);
+        let client_key = self.mechanism.hmac(&salted, &[b"Client Key"]);
+        let stored_key = self.mechanism.hash(&client_key);
+        let server_key = self.mechanism.hmac(&salted, &[b"Server Key"]);
         let without_proof = format!("c=biws,r={nonce}");
-        let auth = format!("{client_first_bare},{server_first},{without_proof}");
-        let signature = mechanism.hmac(&stored_key, &[auth.as_bytes()]);
+        let auth = format!("{},{server_first},{without_proof}", self.client_first_bare);
+        let signature = self.mechanism.hmac(&stored_key, &[auth.as_bytes()]);
         let proof: Vec<u8> = client_key
             .iter()
             .zip(&signature)
             .map(|(a, b)| a ^ b)
             .collect();
-        format!("{without_proof},p={}", BASE64.encode(proof))
+        self.server_signature = Some(self.mechanism.hmac(&server_key, &[auth.as_bytes()]));
+        Ok(format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes())
     }
+
+    /// Checks the server-final message: the server knew the credential too.
+    pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let text = std::str::from_utf8(server_final).unwrap_or_default();
+        let expected = self.server_signature.as_ref();
+        let given = text.strip_prefix("v=").and_then(|v| BASE64.decode(v).ok());
+        match (expected, given) {
+            (Some(e), Some(g)) if bool::from(e.ct_eq(&g)) => Ok(()),
+            _ => Err(fail(format!(
+                "the broker's SCRAM signature is wrong ({text:?}): it does not hold {}'s credential",
+                self.user
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn exchange(
         mechanism: ScramMechanism,
@@ -398,13 +471,13 @@ pub(crate) mod tests {
         let credential = ScramCredential::from_password(mechanism, stored, MIN_ITERATIONS).unwrap();
         let lookup = |user: &str| (user == "al,ice").then(|| credential.clone());
         let mut server = ScramServer::new(mechanism);
-        let bare = "n=al=2Cice,r=fyko+d2lbbFgONRv9qkxdawL";
-        let (server_first, done) = server.step(format!("n,,{bare}").as_bytes(), lookup)?;
+        let mut client = ScramClient::new(mechanism, "al,ice", tried).unwrap();
+        let (server_first, done) = server.step(&client.first_message(), lookup)?;
         assert_eq!(done, None);
-        let server_first = String::from_utf8(server_first).unwrap();
-        let final_message = client_proof(mechanism, tried, bare, &server_first);
-        let (reply, user) = server.step(final_message.as_bytes(), lookup)?;
+        let final_message = client.final_message(&server_first)?;
+        let (reply, user) = server.step(&final_message, lookup)?;
         assert_eq!(user.as_deref(), Some("al,ice"));
+        client.verify_server_final(&reply)?;
         Ok(String::from_utf8(reply).unwrap())
     }
 
