@@ -35,7 +35,8 @@ pub struct ChangeResult {
 }
 
 fn mechanism_name(id: i8) -> String {
-    ScramMechanism::from_type_id(id).map_or_else(|| format!("unknown({id})"), |m| m.name().to_string())
+    ScramMechanism::from_type_id(id)
+        .map_or_else(|| format!("unknown({id})"), |m| m.name().to_string())
 }
 
 /// Every user's credentials (or only `users`'), sorted by user and mechanism.
@@ -75,7 +76,8 @@ pub async fn list(
     Ok(out)
 }
 
-/// Sets `user`'s password for each mechanism, with a new random salt.
+/// Sets `user`'s password for each mechanism, with a new random salt: one request per
+/// mechanism (Kafka refuses a user named twice in one request).
 pub async fn set_password(
     cluster: &mut Cluster,
     user: &str,
@@ -83,47 +85,39 @@ pub async fn set_password(
     mechanisms: &[ScramMechanism],
     iterations: u32,
 ) -> Result<Vec<ChangeResult>, ClientError> {
-    let mut upsertions = Vec::new();
+    let mut results = Vec::new();
     for mechanism in mechanisms {
         let mut salt = vec![0u8; 24];
         getrandom::fill(&mut salt)
             .map_err(|e| ClientError::Refused(format!("no randomness for a salt: {e}")))?;
         let salted = mechanism.salted_password(password.as_bytes(), &salt, iterations);
-        upsertions.push(
-            ScramCredentialUpsertion::default()
-                .with_name(StrBytes::from_string(user.to_string()))
-                .with_mechanism(mechanism.type_id())
-                .with_iterations(i32::try_from(iterations).unwrap_or(i32::MAX))
-                .with_salt(Bytes::from(salt))
-                .with_salted_password(Bytes::from(salted)),
-        );
+        let upsertion = ScramCredentialUpsertion::default()
+            .with_name(StrBytes::from_string(user.to_string()))
+            .with_mechanism(mechanism.type_id())
+            .with_iterations(i32::try_from(iterations).unwrap_or(i32::MAX))
+            .with_salt(Bytes::from(salt))
+            .with_salted_password(Bytes::from(salted));
+        let request = AlterUserScramCredentialsRequest::default().with_upsertions(vec![upsertion]);
+        results.extend(alter(cluster, request).await?);
     }
-    alter(
-        cluster,
-        AlterUserScramCredentialsRequest::default().with_upsertions(upsertions),
-    )
-    .await
+    Ok(results)
 }
 
-/// Deletes `user`'s credentials for each mechanism.
+/// Deletes `user`'s credentials for each mechanism (one request each).
 pub async fn delete(
     cluster: &mut Cluster,
     user: &str,
     mechanisms: &[ScramMechanism],
 ) -> Result<Vec<ChangeResult>, ClientError> {
-    let deletions = mechanisms
-        .iter()
-        .map(|m| {
-            ScramCredentialDeletion::default()
-                .with_name(StrBytes::from_string(user.to_string()))
-                .with_mechanism(m.type_id())
-        })
-        .collect();
-    alter(
-        cluster,
-        AlterUserScramCredentialsRequest::default().with_deletions(deletions),
-    )
-    .await
+    let mut results = Vec::new();
+    for mechanism in mechanisms {
+        let deletion = ScramCredentialDeletion::default()
+            .with_name(StrBytes::from_string(user.to_string()))
+            .with_mechanism(mechanism.type_id());
+        let request = AlterUserScramCredentialsRequest::default().with_deletions(vec![deletion]);
+        results.extend(alter(cluster, request).await?);
+    }
+    Ok(results)
 }
 
 async fn alter(

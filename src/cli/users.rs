@@ -122,8 +122,14 @@ pub fn run(args: UsersArgs) -> i32 {
                     Some(p) => p,
                     None => read_password()?,
                 };
-                users::set_password(&mut cluster, &user, &password, &mechanism.list(), iterations)
-                    .await
+                users::set_password(
+                    &mut cluster,
+                    &user,
+                    &password,
+                    &mechanism.list(),
+                    iterations,
+                )
+                .await
             }
             UsersCommand::Delete { user, mechanism } => {
                 users::delete(&mut cluster, &user, &mechanism.list()).await

@@ -226,6 +226,11 @@ pub fn bootstrap(store: &CredentialStore, text: &str) -> Result<Vec<String>, Str
 fn apply_one(users: &mut Users, change: &CredentialChange) -> Result<(), ChangeError> {
     match change {
         CredentialChange::Delete { user, mechanism } => {
+            if user.is_empty() {
+                return Err(ChangeError::Unacceptable(
+                    "Username must not be empty".into(),
+                ));
+            }
             let mechanism = mechanism.ok_or(ChangeError::UnknownMechanism)?;
             let missing = || {
                 ChangeError::NotFound(

@@ -35,7 +35,10 @@ struct Window {
 pub enum Admission {
     Check,
     /// Check after waiting `delay_ms`; `first` is true once per window (log it then).
-    Delay { delay_ms: u64, first: bool },
+    Delay {
+        delay_ms: u64,
+        first: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -69,7 +72,10 @@ impl FailedAuthLimiter {
         if windows.len() >= MAX_TRACKED_ADDRESSES && !windows.contains_key(&address) {
             windows.retain(|_, w| current(w, now));
             if windows.len() >= MAX_TRACKED_ADDRESSES {
-                let stalest = windows.iter().min_by_key(|(_, w)| w.started).map(|(a, _)| *a);
+                let stalest = windows
+                    .iter()
+                    .min_by_key(|(_, w)| w.started)
+                    .map(|(a, _)| *a);
                 if let Some(stalest) = stalest {
                     windows.remove(&stalest);
                 }
@@ -115,11 +121,19 @@ mod tests {
             first: false,
         };
         assert_eq!(limiter.admit(a, start), capped);
-        assert_eq!(limiter.admit(b, start), Admission::Check, "other addresses are not affected");
+        assert_eq!(
+            limiter.admit(b, start),
+            Admission::Check,
+            "other addresses are not affected"
+        );
         let later = start + Duration::from_millis(WINDOW_MS);
         assert_eq!(limiter.admit(a, later), Admission::Check);
         limiter.failed(a, later);
-        assert_eq!(limiter.admit(a, later), Admission::Check, "a new window starts at one");
+        assert_eq!(
+            limiter.admit(a, later),
+            Admission::Check,
+            "a new window starts at one"
+        );
     }
 
     #[test]

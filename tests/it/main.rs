@@ -29,6 +29,7 @@ mod responses;
 mod restart;
 mod restart_model;
 mod retention;
+mod security;
 mod security_config;
 mod support;
 mod topics_cli;

@@ -19,6 +19,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Broker {
     child: Child,
     pub bootstrap: String,
+    /// Listener name -> bound address, from the startup lines.
+    pub listeners: std::collections::HashMap<String, String>,
     log_lines: mpsc::Receiver<String>,
 }
 
@@ -72,10 +74,12 @@ impl Broker {
                 });
             }
         }
+        command.arg("serve");
+        // A test that sets its own listeners (`--override listeners=...`) gets them.
+        if !extra_args.iter().any(|a| a.starts_with("listeners=")) {
+            command.arg("--listen").arg("127.0.0.1:0");
+        }
         let mut child = command
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra_args)
@@ -88,6 +92,7 @@ impl Broker {
         let stderr = child.stderr.take().expect("stderr is piped");
         let (lines_tx, lines_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
+        let (listener_tx, listener_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -96,6 +101,13 @@ impl Broker {
                         let _ = writeln!(file, "{line}");
                     }
                     None => eprintln!("[ferry] {line}"),
+                }
+                // "listener NAME (PROTOCOL) on ADDRESS ..."
+                if let Some(rest) = line.split(" listener ").nth(1) {
+                    let words: Vec<&str> = rest.split_whitespace().collect();
+                    if words.len() >= 4 && words[2] == "on" {
+                        let _ = listener_tx.send((words[0].to_string(), words[3].to_string()));
+                    }
                 }
                 if let Some(rest) = line.split("ready to accept connections on ").nth(1) {
                     let addr = rest
@@ -118,6 +130,7 @@ impl Broker {
         Broker {
             child,
             bootstrap,
+            listeners: listener_rx.try_iter().collect(),
             log_lines: lines_rx,
         }
     }

@@ -152,9 +152,9 @@ pub mod alter {
                         AlterUserScramCredentialsResult::default()
                             .with_user(str_bytes(&user))
                             .with_error_code(code(KafkaError::DuplicateResource))
-                            .with_error_message(Some(str_bytes(&format!(
-                            "A user credential cannot be altered twice in the same request: {user}"
-                        )))),
+                            .with_error_message(Some(str_bytes(
+                                "A user credential cannot be altered twice in the same request",
+                            ))),
                     );
                 }
                 continue;
