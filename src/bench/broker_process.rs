@@ -119,6 +119,8 @@ impl ProcessProbe {
 pub struct BrokerProcess {
     child: Option<Child>,
     pub bootstrap: String,
+    /// The SASL_SSL listener's address, when the broker has one (W9).
+    pub secure_bootstrap: Option<String>,
     pub data_dir: PathBuf,
     log_path: PathBuf,
     /// How far the log has been scanned for warnings and errors.
@@ -127,22 +129,30 @@ pub struct BrokerProcess {
 
 impl BrokerProcess {
     /// Re-executes this executable as `ferry serve` on 127.0.0.1 (ephemeral port) with a
-    /// fresh `data_dir`; its log (stderr) goes to `log_path`.
-    pub fn start(data_dir: &Path, log_path: &Path) -> Result<BrokerProcess, String> {
+    /// fresh `data_dir` and `extra_args` (`--override` pairs); its log (stderr) goes to
+    /// `log_path`.
+    pub fn start(
+        data_dir: &Path,
+        log_path: &Path,
+        extra_args: &[String],
+    ) -> Result<BrokerProcess, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
         let log = File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let mut command = Command::new(&exe);
+        command.arg("serve");
+        // W9's listeners come as an override; a `--listen` flag would replace them.
+        if !extra_args.iter().any(|a| a.starts_with("listeners=")) {
+            command.arg("--listen").arg("127.0.0.1:0");
+        }
         command
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
             // W7 measures the cleaner within a phase of seconds: look for work every
             // second instead of Kafka's 15 (no other workload has a compacted topic to
             // clean; the internal topics' 100 MiB segments never fill in a run).
             .args(["--override", "log.cleaner.backoff.ms=1000"])
+            .args(extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -161,6 +171,7 @@ impl BrokerProcess {
         let mut broker = BrokerProcess {
             child: Some(child),
             bootstrap: String::new(),
+            secure_bootstrap: None,
             data_dir: data_dir.to_path_buf(),
             log_path: log_path.to_path_buf(),
             log_scanned_bytes: 0,
@@ -169,6 +180,12 @@ impl BrokerProcess {
         loop {
             let log = std::fs::read_to_string(log_path).unwrap_or_default();
             if let Some(rest) = log.split(READY_MARKER).nth(1) {
+                // "listener SASL_SSL (SASL_SSL) on ADDRESS"
+                broker.secure_bootstrap = log
+                    .split(" listener SASL_SSL (SASL_SSL) on ")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(str::to_string);
                 broker.bootstrap = rest
                     .split_whitespace()
                     .next()

@@ -23,8 +23,8 @@ use super::reader::{Reader, ReaderControl, ReaderMode, ReaderOutcome, ReaderSpec
 use super::stats::{unix_micros, Latency, Percentiles};
 use super::topic_handle::TopicHandle;
 use super::workloads::{
-    Load, PhaseKind, PhaseSpec, Readers, Values, PHASE_DURATION_FULL, PHASE_DURATION_QUICK,
-    PRODUCER_BATCH_BYTES, W4_DISTINCT_KEYS,
+    Load, PhaseKind, PhaseSpec, Readers, Transport, Values, PHASE_DURATION_FULL,
+    PHASE_DURATION_QUICK, PRODUCER_BATCH_BYTES, W4_DISTINCT_KEYS,
 };
 
 /// Longest a producer may take to deliver what it has queued once sending stops.
@@ -82,6 +82,8 @@ pub struct PhaseEnv<'a> {
     pub mirror: Option<&'a super::mirror::MirrorTarget>,
     /// Where readers connect when not to `bootstrap` (W8's reader on the mirror).
     pub reader_bootstrap: Option<&'a str>,
+    /// The SASL_SSL listener of the harness's own Ferry (W9), when it has one.
+    pub secure: Option<&'a super::secure::SecureEndpoint>,
 }
 
 impl PhaseEnv<'_> {
@@ -113,6 +115,7 @@ impl PhaseEnv<'_> {
             data_dir: None,
             latency_reports_pid: None,
             reader_bootstrap: Some(&mirror.process.bootstrap),
+            secure: None,
             ..*self
         }
     }
@@ -393,21 +396,42 @@ struct Produced {
     seconds: f64,
 }
 
-fn producer_config(env: &PhaseEnv<'_>, spec: &PhaseSpec) -> ClientConfig {
+/// Where a phase's clients connect and the security settings they add: the PLAINTEXT
+/// bootstrap, or W9's SASL_SSL listener.
+fn endpoint<'a>(
+    env: &'a PhaseEnv<'_>,
+    spec: &PhaseSpec,
+) -> Result<(&'a str, &'a [(String, String)]), String> {
+    match (spec.transport, env.secure) {
+        (Transport::Plaintext, _) => Ok((env.bootstrap, &[])),
+        (Transport::SaslSsl, Some(secure)) => Ok((&secure.bootstrap, &secure.client_props)),
+        (Transport::SaslSsl, None) => Err(
+            "this phase needs the SASL_SSL listener of a Ferry the harness starts (run without \
+             --bootstrap)"
+                .to_string(),
+        ),
+    }
+}
+
+fn producer_config(env: &PhaseEnv<'_>, spec: &PhaseSpec) -> Result<ClientConfig, String> {
+    let (bootstrap, props) = endpoint(env, spec)?;
     let mut config = ClientConfig::new();
+    for (key, value) in props {
+        config.set(key, value);
+    }
     config
-        .set("bootstrap.servers", env.bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .set("client.id", "ferry-bench-producer")
         .set("acks", spec.acks)
         .set("linger.ms", spec.linger_ms().to_string())
         .set("batch.size", PRODUCER_BATCH_BYTES.to_string())
         .set("compression.type", "none")
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
-    config
+    Ok(config)
 }
 
 fn produce(env: &PhaseEnv<'_>, spec: &PhaseSpec, topic: &str) -> Result<Produced, String> {
-    let producer = Producer::new(&producer_config(env, spec))?;
+    let producer = Producer::new(&producer_config(env, spec)?)?;
     let stats = Arc::clone(producer.stats());
     // Learn the topic's leaders before the clock starts.
     producer
@@ -703,7 +727,11 @@ fn spawn_readers(
     }
     .into_iter()
     .map(|mode| ReaderSpec {
-        bootstrap: env.reader_bootstrap.unwrap_or(env.bootstrap).to_string(),
+        bootstrap: env
+            .reader_bootstrap
+            .unwrap_or(endpoint(env, spec).map_or(env.bootstrap, |(b, _)| b))
+            .to_string(),
+        client_props: endpoint(env, spec).map_or_else(|_| Vec::new(), |(_, p)| p.to_vec()),
         topic: topic.to_string(),
         mode,
         fetch_wait_ms: spec.fetch_wait_ms(),

@@ -29,7 +29,7 @@ pub struct MirrorTarget {
 
 impl MirrorTarget {
     pub fn start(data_dir: &Path, log_path: &Path) -> Result<MirrorTarget, String> {
-        let process = BrokerProcess::start(data_dir, log_path)?;
+        let process = BrokerProcess::start(data_dir, log_path, &[])?;
         let probe = ProcessProbe::new(process.pid());
         Ok(MirrorTarget { process, probe })
     }

@@ -16,6 +16,7 @@ pub mod noise;
 pub mod producer;
 pub mod reader;
 pub mod report;
+pub mod secure;
 pub mod stats;
 pub mod topic_handle;
 pub mod workloads;
@@ -163,9 +164,18 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
 
     let data_dir = scratch.path.join("data");
     let broker_log = options.json_path.with_extension("broker.log");
+    // W9 compares PLAINTEXT with SASL_SSL: the harness's own Ferry gets both listeners.
+    let secure = match (
+        &options.bootstrap,
+        options.workloads.contains(&WorkloadId::W9),
+    ) {
+        (None, true) => Some(secure::SecureSetup::prepare(&scratch.path)?),
+        _ => None,
+    };
     let mut broker = match &options.bootstrap {
         None => {
-            let started = BrokerProcess::start(&data_dir, &broker_log)?;
+            let extra = secure.as_ref().map_or(&[][..], |s| &s.broker_overrides[..]);
+            let started = BrokerProcess::start(&data_dir, &broker_log, extra)?;
             broker_pid.store(started.pid(), Ordering::Release);
             eprintln!(
                 "started ferry (pid {}) on {}; its log: {}",
@@ -207,7 +217,15 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
     } else {
         None
     };
+    let secure_endpoint = match (
+        &secure,
+        broker.as_ref().and_then(|b| b.secure_bootstrap.clone()),
+    ) {
+        (Some(setup), Some(address)) => Some(setup.endpoint(address)),
+        _ => None,
+    };
     let env = PhaseEnv {
+        secure: secure_endpoint.as_ref(),
         bootstrap: &bootstrap,
         quick: options.quick,
         topic_suffix: &suffix,

@@ -103,6 +103,8 @@ pub enum ReaderMode {
 #[derive(Debug, Clone)]
 pub struct ReaderSpec {
     pub bootstrap: String,
+    /// Security settings (W9's SASL_SSL phase).
+    pub client_props: Vec<(String, String)>,
     pub topic: String,
     pub mode: ReaderMode,
     pub fetch_wait_ms: u32,
@@ -174,6 +176,9 @@ impl Reader {
             ReaderMode::Assign { .. } => format!("ferry-bench-reader-{}", spec.topic),
         };
         let mut config = ClientConfig::new();
+        for (key, value) in &spec.client_props {
+            config.set(key, value);
+        }
         config
             .set("bootstrap.servers", &spec.bootstrap)
             .set("client.id", "ferry-bench-reader")

@@ -45,10 +45,11 @@ pub enum WorkloadId {
     W6,
     W7,
     W8,
+    W9,
 }
 
 impl WorkloadId {
-    pub const ALL: [WorkloadId; 8] = [
+    pub const ALL: [WorkloadId; 9] = [
         WorkloadId::W1,
         WorkloadId::W2,
         WorkloadId::W3,
@@ -57,6 +58,7 @@ impl WorkloadId {
         WorkloadId::W6,
         WorkloadId::W7,
         WorkloadId::W8,
+        WorkloadId::W9,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +71,7 @@ impl WorkloadId {
             WorkloadId::W6 => "W6",
             WorkloadId::W7 => "W7",
             WorkloadId::W8 => "W8",
+            WorkloadId::W9 => "W9",
         }
     }
 
@@ -81,6 +84,7 @@ impl WorkloadId {
             WorkloadId::W5 => "backlog: produce a backlog, then catch up from the start with a cold page cache, then warm",
             WorkloadId::W6 => "topic compression: distinct 1 KiB text records produced uncompressed, 8 partitions, unthrottled, no reader; stored as produced, then into a compression.type=zstd topic (every batch recompressed)",
             WorkloadId::W7 => "compaction: 1 KiB records with 8-byte keys over 100,000 keys at 10,240/s (10 MiB/s), 4 partitions of 4 MiB segments, no reader; into a cleanup.policy=delete topic, then a compact one the log cleaner cleans while it is written",
+            WorkloadId::W9 => "security: 1 KiB records, 8 partitions, unthrottled, acks=1, one reader; over PLAINTEXT, then over SASL_SSL (TLS 1.3, SCRAM-SHA-512) on a second listener of the same broker",
             WorkloadId::W8 => "mirror: a second Ferry mirrors an 8-partition topic of 1 KiB records from the broker under test: catch-up on a backlog (2 GiB) read cold by the source, then steady state with the source taking 20 MiB/s and a reader on the mirror (end-to-end = source append to mirror reader); broker figures of both mirror phases are the mirroring Ferry's",
         }
     }
@@ -98,6 +102,7 @@ impl WorkloadId {
             readers: Readers::Assign,
             profile: Profile::Throughput,
             values: Values::Same,
+            transport: Transport::Plaintext,
         };
         match self {
             WorkloadId::W1 => vec![
@@ -253,6 +258,27 @@ impl WorkloadId {
                     keyed("keyed-compact", "bench-w7-compact", compact),
                 ]
             }
+            WorkloadId::W9 => vec![
+                live(
+                    "plaintext",
+                    "bench-w9-plaintext",
+                    8,
+                    1024,
+                    "1",
+                    Load::Unthrottled,
+                ),
+                PhaseSpec {
+                    transport: Transport::SaslSsl,
+                    ..live(
+                        "sasl_ssl",
+                        "bench-w9-sasl-ssl",
+                        8,
+                        1024,
+                        "1",
+                        Load::Unthrottled,
+                    )
+                },
+            ],
             WorkloadId::W8 => {
                 let topic = "bench-w8-mirror";
                 vec![
@@ -320,6 +346,7 @@ impl WorkloadId {
             WorkloadId::W6 => "to-zstd",
             WorkloadId::W7 => "keyed-compact",
             WorkloadId::W8 => "mirror-catch-up",
+            WorkloadId::W9 => "sasl_ssl",
         }
     }
 }
@@ -379,6 +406,15 @@ pub struct PhaseSpec {
     pub readers: Readers,
     pub profile: Profile,
     pub values: Values,
+    pub transport: Transport,
+}
+
+/// How a phase's clients connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plaintext,
+    /// TLS and SCRAM-SHA-512 on the harness's own Ferry's second listener (W9).
+    SaslSsl,
 }
 
 /// What producers send as values.

@@ -58,6 +58,8 @@ pub enum WorkloadArg {
     W7,
     #[value(name = "W8")]
     W8,
+    #[value(name = "W9")]
+    W9,
     All,
 }
 
@@ -76,6 +78,7 @@ pub fn run(args: BenchArgs) -> i32 {
             WorkloadArg::W6 => &[WorkloadId::W6],
             WorkloadArg::W7 => &[WorkloadId::W7],
             WorkloadArg::W8 => &[WorkloadId::W8],
+            WorkloadArg::W9 => &[WorkloadId::W9],
             WorkloadArg::All => &WorkloadId::ALL,
         };
         workloads.extend_from_slice(chosen);
