@@ -152,6 +152,9 @@ impl BrokerProcess {
             // second instead of Kafka's 15 (no other workload has a compacted topic to
             // clean; the internal topics' 100 MiB segments never fill in a run).
             .args(["--override", "log.cleaner.backoff.ms=1000"])
+            // A deleted phase topic's files go at once, not a minute later: unthrottled
+            // phases write tens of GiB each (the harness deletes each topic when done).
+            .args(["--override", "log.segment.delete.delay.ms=1000"])
             .args(extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -396,12 +396,12 @@ struct Produced {
     seconds: f64,
 }
 
+/// A bootstrap address and the client settings that go with it.
+type ClientEndpoint<'a> = (&'a str, &'a [(String, String)]);
+
 /// Where a phase's clients connect and the security settings they add: the PLAINTEXT
 /// bootstrap, or W9's SASL_SSL listener.
-fn endpoint<'a>(
-    env: &'a PhaseEnv<'_>,
-    spec: &PhaseSpec,
-) -> Result<(&'a str, &'a [(String, String)]), String> {
+fn endpoint<'a>(env: &'a PhaseEnv<'_>, spec: &PhaseSpec) -> Result<ClientEndpoint<'a>, String> {
     match (spec.transport, env.secure) {
         (Transport::Plaintext, _) => Ok((env.bootstrap, &[])),
         (Transport::SaslSsl, Some(secure)) => Ok((&secure.bootstrap, &secure.client_props)),

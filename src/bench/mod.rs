@@ -136,6 +136,38 @@ fn progress(result: &PhaseResult) {
     }
 }
 
+/// Topics deleted as soon as their workload no longer needs them, with the time taken.
+#[derive(Default)]
+struct EarlyDeletes {
+    deleted: Vec<String>,
+    failed: Vec<String>,
+    ms: f64,
+    error: Option<String>,
+}
+
+impl EarlyDeletes {
+    fn delete(&mut self, admin: &Admin, topic: &str) {
+        match admin.delete_topics(&[topic]) {
+            Ok(took) => {
+                self.ms += took.as_secs_f64() * 1000.0;
+                self.deleted.push(topic.to_string());
+            }
+            Err(e) => {
+                self.failed.push(topic.to_string());
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// The total time, or the first error.
+    fn outcome(&self) -> Result<f64, String> {
+        match &self.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(self.ms),
+        }
+    }
+}
+
 /// Runs the chosen workloads, prints one table per workload and writes the JSON file.
 pub fn run(options: &BenchOptions) -> Result<(), String> {
     std::fs::create_dir_all(&options.work_dir)
@@ -247,9 +279,13 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
         }
         eprintln!("{}: {}", workload.name(), workload.description());
         let mut phases = Vec::new();
-        for spec in workload.phases() {
+        let specs = workload.phases();
+        // Topics no later phase uses are deleted at once: an unthrottled phase can write
+        // tens of GiB, and several such phases in a row would fill the disk.
+        let mut early = EarlyDeletes::default();
+        for (index, spec) in specs.iter().enumerate() {
             eprintln!("  {} ...", spec.name);
-            let mut result = driver::run_phase(&env, &spec);
+            let mut result = driver::run_phase(&env, spec);
             if let Some(b) = broker.as_mut() {
                 let lines = b.new_log_lines();
                 result.broker_log_problems = broker_log::problems(&lines);
@@ -270,20 +306,34 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
                 ));
             }
             progress(&result);
+            let reused = specs[index + 1..]
+                .iter()
+                .any(|later| later.topic == spec.topic);
+            if broker_gone.is_none() && !reused {
+                early.delete(&admin, &result.topic);
+            }
             phases.push(result);
             if broker_gone.is_some() {
                 break;
             }
         }
-        let mut topics: Vec<&str> = phases.iter().map(|p| p.topic.as_str()).collect();
+        let mut topics: Vec<&str> = phases
+            .iter()
+            .map(|p| p.topic.as_str())
+            .filter(|t| !early.deleted.iter().any(|d| d == t))
+            .collect();
         topics.dedup();
         let topics_deleted = if broker_gone.is_some() {
             Err("the broker is gone".to_string())
+        } else if topics.is_empty() {
+            early.outcome()
         } else {
             admin
                 .delete_topics(&topics)
                 .map(|d| d.as_secs_f64() * 1000.0)
+                .and_then(|ms| early.outcome().map(|early_ms| early_ms + ms))
         };
+        topics.extend(early.failed.iter().map(String::as_str));
         match &topics_deleted {
             Ok(ms) => eprintln!("  deleted {} topic(s) in {ms:.0} ms", topics.len()),
             Err(e) => {

@@ -97,8 +97,17 @@ fn plain(token: &[u8], store: &CredentialStore) -> Result<Step, AuthFailed> {
              username",
         ));
     }
-    let matches = store
-        .all_of(user)
+    let credentials = store.all_of(user);
+    if credentials.is_empty() {
+        // The same key derivation as for a real user, so that the time taken does not
+        // tell whether the user exists.
+        let _ = ScramMechanism::Sha512.salted_password(
+            password.as_bytes(),
+            b"ferry: no such user",
+            crate::security::scram::DEFAULT_ITERATIONS,
+        );
+    }
+    let matches = credentials
         .iter()
         .any(|(mechanism, credential)| credential.matches_password(*mechanism, password));
     if !matches {
