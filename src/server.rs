@@ -187,6 +187,7 @@ async fn bind_listeners(config: &BrokerConfig) -> Result<Vec<ListenerSetup>, Ser
                 tls,
                 principal_mapper,
                 sasl: listener.sasl.clone().map(Arc::new),
+                jwks: Arc::default(),
             },
         });
     }

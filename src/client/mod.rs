@@ -251,15 +251,21 @@ impl Connection {
             )
         })?;
         let version = self.version(ApiKey::SaslAuthenticate, 2)?;
-        let scram = match login.mechanism {
-            SaslMechanism::Plain => {
-                let token = format!("\0{}\0{}", login.username, login.password);
-                self.sasl_token(version, token.into_bytes()).await?;
-                return Ok(());
-            }
-            SaslMechanism::ScramSha256 => ScramMechanism::Sha256,
-            SaslMechanism::ScramSha512 => ScramMechanism::Sha512,
-        };
+        let scram =
+            match login.mechanism {
+                SaslMechanism::Plain => {
+                    let token = format!("\0{}\0{}", login.username, login.password);
+                    self.sasl_token(version, token.into_bytes()).await?;
+                    return Ok(());
+                }
+                SaslMechanism::ScramSha256 => ScramMechanism::Sha256,
+                SaslMechanism::ScramSha512 => ScramMechanism::Sha512,
+                SaslMechanism::OAuthBearer => return Err(ClientError::Refused(
+                    "Ferry's tools log in with PLAIN or SCRAM; OAUTHBEARER is served to clients \
+                     but not spoken by Ferry's own client"
+                        .to_string(),
+                )),
+            };
         let refused = |what: String| ClientError::Refused(format!("{address}: {what}"));
         let mut client = ScramClient::new(scram, &login.username, &login.password)
             .map_err(|e| refused(e.message))?;

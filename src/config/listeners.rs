@@ -13,7 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::{invalid, parse_num, resolve, ConfigError, Endpoint};
+use super::{invalid, parse_bool, parse_num, resolve, ConfigError, Endpoint};
+use crate::security::oauth::{OAuthSettings, OAuthValidation};
+
+/// Ferry's own key that allows unsigned OAUTHBEARER tokens (development only).
+const UNSECURED_OAUTH_KEY: &str = "ferry.sasl.oauthbearer.unsecured.enable";
 
 /// Kafka's four security protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,13 +66,15 @@ pub enum SaslMechanism {
     Plain,
     ScramSha256,
     ScramSha512,
+    OAuthBearer,
 }
 
 impl SaslMechanism {
-    pub const ALL: [SaslMechanism; 3] = [
+    pub const ALL: [SaslMechanism; 4] = [
         SaslMechanism::Plain,
         SaslMechanism::ScramSha256,
         SaslMechanism::ScramSha512,
+        SaslMechanism::OAuthBearer,
     ];
 
     pub fn parse(text: &str) -> Option<SaslMechanism> {
@@ -82,6 +88,7 @@ impl SaslMechanism {
             SaslMechanism::Plain => "PLAIN",
             SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -126,6 +133,8 @@ pub struct SaslSettings {
     pub max_reauth_ms: u64,
     /// `sasl.server.max.receive.size`: the largest SASL token accepted.
     pub max_receive_bytes: usize,
+    /// How OAUTHBEARER tokens are validated, when the mechanism is enabled.
+    pub oauthbearer: Option<OAuthSettings>,
 }
 
 /// One configured listener.
@@ -213,6 +222,7 @@ pub fn owns_key(key: &str) -> bool {
             | "listener.security.protocol.map"
             | "controller.listener.names"
             | "connections.max.reauth.ms"
+            | UNSECURED_OAUTH_KEY
     ) || INERT_KEYS.contains(&key)
         || key.starts_with("ssl.")
         || key.starts_with("sasl.")
@@ -572,8 +582,8 @@ fn sasl_settings(
             invalid(
                 &key,
                 format!(
-                    "{name}: Ferry serves PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (no GSSAPI or \
-                     OAUTHBEARER yet)"
+                    "{name}: Ferry serves PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER \
+                     (no GSSAPI)"
                 ),
             )
         })?;
@@ -601,11 +611,71 @@ fn sasl_settings(
         Some((value, key)) => parse_num(&key, value)?,
         None => DEFAULT_SASL_MAX_RECEIVE_BYTES,
     };
+    let oauthbearer = if mechanisms.contains(&SaslMechanism::OAuthBearer) {
+        Some(oauth_settings(lookup, listener)?)
+    } else {
+        None
+    };
     Ok(Some(SaslSettings {
         mechanisms,
         max_reauth_ms,
         max_receive_bytes,
+        oauthbearer,
     }))
+}
+
+/// OAUTHBEARER: Kafka's `sasl.oauthbearer.*` validation keys (also per listener, and per
+/// listener and mechanism: `listener.name.<l>.oauthbearer.<key>`). The JWKS comes from a
+/// file; without one, unsigned tokens need Ferry's explicit development switch.
+fn oauth_settings(lookup: &mut Lookup, listener: &str) -> Result<OAuthSettings, ConfigError> {
+    let mut get = |key: &str| {
+        lookup
+            .prefixed(listener, &format!("oauthbearer.{key}"))
+            .or_else(|| lookup.get(listener, key))
+    };
+    let jwks = get("sasl.oauthbearer.jwks.endpoint.url");
+    let audience = get("sasl.oauthbearer.expected.audience");
+    let issuer = get("sasl.oauthbearer.expected.issuer");
+    let sub = get("sasl.oauthbearer.sub.claim.name");
+    let skew = get("sasl.oauthbearer.clock.skew.seconds");
+    let unsecured = lookup.raw(UNSECURED_OAUTH_KEY);
+    let validation = match (jwks, unsecured) {
+        (Some((url, key)), _) => {
+            let path = url.strip_prefix("file://").ok_or_else(|| {
+                invalid(
+                    &key,
+                    format!(
+                        "{url}: Ferry reads the JWKS from a file (file:///path/jwks.json); fetch \
+                         the provider's keys into that file, it is re-read when it changes"
+                    ),
+                )
+            })?;
+            OAuthValidation::Jwks(PathBuf::from(path))
+        }
+        (None, Some((value, key))) if parse_bool(&key, value)? => OAuthValidation::Unsecured,
+        _ => {
+            return Err(invalid(
+                "sasl.oauthbearer.jwks.endpoint.url",
+                format!(
+                    "listener {listener} enables OAUTHBEARER: give the identity provider's keys \
+                     (file:///path/jwks.json), or {UNSECURED_OAUTH_KEY}=true to accept unsigned \
+                     tokens during development"
+                ),
+            ))
+        }
+    };
+    Ok(OAuthSettings {
+        validation,
+        sub_claim: sub.map_or("sub".to_string(), |(v, _)| v.to_string()),
+        expected_audience: audience
+            .map(|(v, _)| split_list(v).map(str::to_string).collect())
+            .unwrap_or_default(),
+        expected_issuer: issuer.map(|(v, _)| v.to_string()),
+        clock_skew_s: match skew {
+            Some((value, key)) => parse_num(&key, value)?,
+            None => 30,
+        },
+    })
 }
 
 /// Every key of this module's families must have been used (or be inert): an `ssl.*` key
@@ -628,8 +698,8 @@ fn check_all_used(lookup: &Lookup) -> Result<Vec<String>, ConfigError> {
         let why = if key.contains("jaas.config") {
             "Ferry takes users from its SCRAM credential store (ferry users, \
              AlterUserScramCredentials), not from JAAS; remove the key"
-        } else if key.contains("kerberos") || key.contains("oauthbearer") {
-            "Ferry serves PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 only; remove the key"
+        } else if key.contains("kerberos") {
+            "Ferry serves no GSSAPI (Kerberos); remove the key"
         } else {
             "no listener uses this key (check the listener name and its security protocol), \
              or Ferry does not support it"
@@ -737,6 +807,46 @@ mod tests {
         let err =
             from_properties(&props(&[("listeners", "SASL_PLAINTEXT://127.0.0.1:0")])).unwrap_err();
         assert_eq!(err.key, "sasl.enabled.mechanisms");
+    }
+
+    #[test]
+    fn oauthbearer_needs_keys_or_the_explicit_development_switch() {
+        let base = [
+            ("listeners", "SASL_PLAINTEXT://127.0.0.1:0"),
+            ("sasl.enabled.mechanisms", "OAUTHBEARER"),
+        ];
+        let err = from_properties(&props(&base)).unwrap_err();
+        assert_eq!(err.key, "sasl.oauthbearer.jwks.endpoint.url");
+        let mut p = props(&base);
+        p.insert(
+            "sasl.oauthbearer.jwks.endpoint.url".into(),
+            "https://idp.example/jwks".into(),
+        );
+        assert_eq!(
+            from_properties(&p).unwrap_err().key,
+            "sasl.oauthbearer.jwks.endpoint.url"
+        );
+        p.insert(
+            "sasl.oauthbearer.jwks.endpoint.url".into(),
+            "file:///etc/ferry/jwks.json".into(),
+        );
+        p.insert(
+            "sasl.oauthbearer.expected.audience".into(),
+            "ferry,kafka".into(),
+        );
+        let oauth_of = |p: &BTreeMap<String, String>| {
+            let (listeners, _) = from_properties(p).unwrap();
+            listeners[0].sasl.clone().unwrap().oauthbearer.unwrap()
+        };
+        let oauth = oauth_of(&p);
+        assert_eq!(
+            oauth.validation,
+            OAuthValidation::Jwks("/etc/ferry/jwks.json".into())
+        );
+        assert_eq!(oauth.expected_audience, vec!["ferry", "kafka"]);
+        let mut dev = props(&base);
+        dev.insert(UNSECURED_OAUTH_KEY.into(), "true".into());
+        assert_eq!(oauth_of(&dev).validation, OAuthValidation::Unsecured);
     }
 
     #[test]

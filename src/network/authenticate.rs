@@ -32,7 +32,8 @@ use crate::config::listeners::{BoundListener, SaslMechanism, SaslSettings};
 use crate::protocol::frame::OutFrame;
 use crate::protocol::{decode_request_header, encode_response, RequestFrame};
 use crate::security::failed_auth::{Admission, FailedAuthLimiter, MAX_DELAY_MS};
-use crate::security::sasl::{AuthFailed, Exchange, Step};
+use crate::security::oauth::JwksCache;
+use crate::security::sasl::{AuthFailed, Exchange, Step, Verifiers};
 use crate::security::{Principal, Session};
 
 /// Time a client has to complete authentication after connecting (or after starting a
@@ -49,13 +50,18 @@ pub struct AuthContext {
     pub failed_auth: Arc<FailedAuthLimiter>,
     pub peer: SocketAddr,
     pub listener: Arc<BoundListener>,
+    /// The listener's OAUTHBEARER keys (re-read when the JWKS file changes).
+    pub jwks: Arc<JwksCache>,
 }
 
 /// A completed authentication.
 pub struct Authenticated {
     pub principal: Principal,
-    /// When the session expires (`connections.max.reauth.ms`), if it does.
+    /// When the session expires (`connections.max.reauth.ms`, the credential's end), if
+    /// it does.
     pub expires: Option<Instant>,
+    /// The same as the `session_lifetime_ms` told to the client (0: no expiry).
+    pub lifetime_ms: i64,
 }
 
 /// Whether a frame is a SaslHandshake request (its first two bytes are the API key).
@@ -235,10 +241,14 @@ async fn handshake(
             .await;
             Flow::Done(None)
         }
-        Some(mechanism) if request.api_version == 0 => {
-            Flow::Continue(Phase::RawTokens(mechanism, Exchange::start(mechanism)))
-        }
-        Some(mechanism) => Flow::Continue(Phase::Requests(mechanism, Exchange::start(mechanism))),
+        Some(mechanism) if request.api_version == 0 => Flow::Continue(Phase::RawTokens(
+            mechanism,
+            Exchange::start(mechanism, &ctx.settings),
+        )),
+        Some(mechanism) => Flow::Continue(Phase::Requests(
+            mechanism,
+            Exchange::start(mechanism, &ctx.settings),
+        )),
     }
 }
 
@@ -262,8 +272,13 @@ async fn exchange_step(
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
     let broker = Arc::clone(&ctx.broker);
+    let jwks = Arc::clone(&ctx.jwks);
     let stepped = tokio::task::spawn_blocking(move || {
-        let step = exchange.step(&token, &broker.credentials);
+        let verifiers = Verifiers {
+            store: &broker.credentials,
+            jwks: &jwks,
+        };
+        let step = exchange.step(&token, &verifiers);
         step.map(|s| (s, exchange))
     })
     .await
@@ -283,9 +298,12 @@ async fn exchange_step(
 
 /// The outcome of a completed exchange: the principal, checked against the one a
 /// re-authentication must keep.
+/// The session lasts `connections.max.reauth.ms` or until the credential expires (an
+/// OAuth token's `exp`), whichever comes first (Kafka's `ReauthInfo`); neither, forever.
 fn completed(
     ctx: &AuthContext,
     principal: Principal,
+    expires_at_ms: Option<u64>,
     same_principal: Option<&Principal>,
 ) -> Result<Authenticated, AuthFailed> {
     if same_principal.is_some_and(|p| *p != principal) {
@@ -293,9 +311,20 @@ fn completed(
             message: "Cannot change principals during re-authentication".into(),
         });
     }
-    let expires = (ctx.settings.max_reauth_ms > 0)
-        .then(|| Instant::now() + Duration::from_millis(ctx.settings.max_reauth_ms));
-    Ok(Authenticated { principal, expires })
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let credential_ms = expires_at_ms.map(|at| at.saturating_sub(now_ms));
+    let reauth_ms = (ctx.settings.max_reauth_ms > 0).then_some(ctx.settings.max_reauth_ms);
+    let lifetime_ms = match (credential_ms, reauth_ms) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(Authenticated {
+        principal,
+        expires: lifetime_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+        lifetime_ms: lifetime_ms.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -315,17 +344,23 @@ async fn authenticate_reply(
             send_encoded(replies, request, &response, read_at).await;
             return Flow::Continue(Phase::Requests(mechanism, exchange));
         }
-        Ok((Step::Done { reply, principal }, _)) => {
+        Ok((
+            Step::Done {
+                reply,
+                principal,
+                expires_at_ms,
+            },
+            _,
+        )) => {
             response.auth_bytes = Bytes::from(reply);
-            completed(ctx, principal, same_principal)
+            completed(ctx, principal, expires_at_ms, same_principal)
         }
         Err(failed) => Err(failed),
     };
     match outcome {
         Ok(done) => {
             if request.api_version >= 1 {
-                response.session_lifetime_ms =
-                    i64::try_from(ctx.settings.max_reauth_ms).unwrap_or(i64::MAX);
+                response.session_lifetime_ms = done.lifetime_ms;
             }
             send_encoded(replies, request, &response, read_at).await;
             tracing::debug!(peer = %ctx.peer, principal = %done.principal, "authenticated with {}", mechanism.name());
@@ -356,9 +391,14 @@ async fn raw_token(
             send_raw(replies, &challenge, read_at).await;
             return Flow::Continue(Phase::RawTokens(mechanism, exchange));
         }
-        Ok((Step::Done { reply, principal }, _)) => {
-            completed(ctx, principal, same_principal).map(|done| (reply, done))
-        }
+        Ok((
+            Step::Done {
+                reply,
+                principal,
+                expires_at_ms,
+            },
+            _,
+        )) => completed(ctx, principal, expires_at_ms, same_principal).map(|done| (reply, done)),
         Err(failed) => Err(failed),
     };
     match done {

@@ -45,6 +45,7 @@ use crate::protocol::ferry_admin::API_KEY as FERRY_ADMIN_API_KEY;
 use crate::protocol::frame::{Chunk, OutFrame};
 use crate::protocol::{decode_request_header, DecodeError};
 use crate::security::failed_auth::FailedAuthLimiter;
+use crate::security::oauth::JwksCache;
 use crate::security::{Principal, Session};
 use proto_kafka::messages::ApiKey;
 
@@ -346,6 +347,8 @@ pub struct ConnectionSecurity {
     pub listener: Arc<BoundListener>,
     pub principal: Principal,
     pub sasl: Option<Arc<SaslSettings>>,
+    /// The listener's OAUTHBEARER keys.
+    pub jwks: Arc<JwksCache>,
 }
 
 /// Serves one connection until the client closes it, an error closes it, or shutdown.
@@ -404,13 +407,16 @@ pub async fn serve<T: Transport>(
         failed_auth,
         peer,
         listener: Arc::clone(&session.listener),
+        jwks: security.jwks,
     });
     // SASL: nothing but ApiVersions and the exchange until the client has authenticated.
     let mut expires_at = None;
     let mut authenticated = true;
     if let Some(auth) = &auth {
         match authenticate::run(auth, &mut frames, &replies, None, None).await {
-            Some(Authenticated { principal, expires }) => {
+            Some(Authenticated {
+                principal, expires, ..
+            }) => {
                 session.principal = Arc::new(principal);
                 expires_at = expires;
                 unauthenticated_max_bytes.store(usize::MAX, Ordering::Release);
@@ -423,7 +429,8 @@ pub async fn serve<T: Transport>(
     } else {
         None
     } {
-        if let Some(auth) = auth.as_ref().filter(|a| a.settings.max_reauth_ms > 0) {
+        // Re-authentication is possible while the session has an end (Kafka's rule).
+        if let Some(auth) = auth.as_ref().filter(|_| expires_at.is_some()) {
             if authenticate::is_handshake(&frame.bytes) {
                 // KIP-368 re-authentication: same mechanism family, same principal.
                 let again = authenticate::run(

@@ -18,6 +18,7 @@ use super::{ConnectionLimits, NetworkStats};
 use crate::broker::Broker;
 use crate::config::listeners::{BoundListener, SaslSettings};
 use crate::security::failed_auth::FailedAuthLimiter;
+use crate::security::oauth::JwksCache;
 use crate::security::tls::{PrincipalMapper, TlsReloader};
 use crate::security::Principal;
 
@@ -109,6 +110,8 @@ pub struct ListenerSecurity {
     /// `ssl.principal.mapping.rules` (SSL listeners: the principal is the certificate's).
     pub principal_mapper: Option<Arc<PrincipalMapper>>,
     pub sasl: Option<Arc<SaslSettings>>,
+    /// OAUTHBEARER keys, shared by the listener's connections.
+    pub jwks: Arc<JwksCache>,
 }
 
 /// How long a TLS handshake may take before the connection is dropped (bounded by
@@ -281,6 +284,7 @@ async fn serve_stream(
         listener: Arc::clone(&setup.bound),
         principal,
         sasl: setup.sasl.clone(),
+        jwks: Arc::clone(&setup.jwks),
     };
     let Some(tls) = &setup.tls else {
         let security = security(Principal::anonymous());

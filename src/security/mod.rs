@@ -6,6 +6,7 @@
 
 pub mod credentials;
 pub mod failed_auth;
+pub mod oauth;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

@@ -1,12 +1,20 @@
 //! One SASL exchange on the server, for the mechanisms Ferry serves: PLAIN (RFC 4616, as
 //! Kafka's `PlainSaslServer`: `[authzid] NUL user NUL password`, checked against the SCRAM
-//! credentials) and SCRAM-SHA-256/512 (`scram`). The connection (`network::authenticate`)
-//! owns the framing (SaslHandshake, SaslAuthenticate or raw v0 tokens).
+//! credentials), SCRAM-SHA-256/512 (`scram`) and OAUTHBEARER (`oauth`). The connection
+//! (`network::authenticate`) owns the framing (SaslHandshake, SaslAuthenticate or raw v0
+//! tokens).
 
 use super::credentials::CredentialStore;
+use super::oauth::{bearer_token, JwksCache, OAuthSettings};
 use super::scram::{ScramMechanism, ScramServer};
 use super::Principal;
-use crate::config::listeners::SaslMechanism;
+use crate::config::listeners::{SaslMechanism, SaslSettings};
+
+/// What exchanges check credentials against.
+pub struct Verifiers<'a> {
+    pub store: &'a CredentialStore,
+    pub jwks: &'a JwksCache,
+}
 
 /// The next step of an exchange.
 #[derive(Debug, PartialEq, Eq)]
@@ -14,9 +22,11 @@ pub enum Step {
     /// Send this challenge and wait for the client's next token.
     Challenge(Vec<u8>),
     /// Authenticated as `principal`; send `reply` (may be empty) as the last token.
+    /// `expires_at_ms` is when the credential expires (an OAuth token's `exp`), if it does.
     Done {
         reply: Vec<u8>,
         principal: Principal,
+        expires_at_ms: Option<u64>,
     },
 }
 
@@ -29,39 +39,73 @@ pub struct AuthFailed {
 /// The exchange for one mechanism.
 #[derive(Debug)]
 pub enum Exchange {
-    Plain { done: bool },
+    Plain {
+        done: bool,
+    },
     Scram(ScramServer),
+    /// `rejected` holds why the token failed once the error challenge went out: the
+    /// client's `\x01` acknowledgement then ends the exchange with that reason.
+    OAuthBearer {
+        settings: Option<OAuthSettings>,
+        rejected: Option<String>,
+    },
 }
 
 impl Exchange {
-    pub fn start(mechanism: SaslMechanism) -> Exchange {
+    pub fn start(mechanism: SaslMechanism, settings: &SaslSettings) -> Exchange {
         match mechanism {
             SaslMechanism::Plain => Exchange::Plain { done: false },
             SaslMechanism::ScramSha256 => Exchange::Scram(ScramServer::new(ScramMechanism::Sha256)),
             SaslMechanism::ScramSha512 => Exchange::Scram(ScramServer::new(ScramMechanism::Sha512)),
+            SaslMechanism::OAuthBearer => Exchange::OAuthBearer {
+                settings: settings.oauthbearer.clone(),
+                rejected: None,
+            },
         }
     }
 
     /// Handles the client's next token. PLAIN derives a key from the password (PBKDF2):
     /// callers run this off the async workers.
-    pub fn step(&mut self, token: &[u8], store: &CredentialStore) -> Result<Step, AuthFailed> {
+    pub fn step(&mut self, token: &[u8], verifiers: &Verifiers<'_>) -> Result<Step, AuthFailed> {
         match self {
             Exchange::Plain { done } => {
                 if std::mem::replace(done, true) {
                     return Err(failed("SASL/PLAIN exchange already complete"));
                 }
-                plain(token, store)
+                plain(token, verifiers.store)
+            }
+            Exchange::OAuthBearer { settings, rejected } => {
+                if let Some(reason) = rejected.take() {
+                    return Err(failed(format!("Authentication failed: {reason}")));
+                }
+                let Some(settings) = settings.as_ref() else {
+                    return Err(failed("OAUTHBEARER is not configured on this listener"));
+                };
+                let valid = bearer_token(token).and_then(|t| settings.validate(t, verifiers.jwks));
+                match valid {
+                    Ok(token) => Ok(Step::Done {
+                        reply: Vec::new(),
+                        principal: Principal::user(token.principal_name),
+                        expires_at_ms: Some(token.expires_at_ms),
+                    }),
+                    Err(reason) => {
+                        // RFC 7628: an error challenge, which the client acknowledges.
+                        *rejected = Some(reason);
+                        Ok(Step::Challenge(br#"{"status":"invalid_token"}"#.to_vec()))
+                    }
+                }
             }
             Exchange::Scram(server) => {
                 let mechanism = server.mechanism();
                 let (reply, user) = server
-                    .step(token, |user| store.get(user, mechanism))
+                    .step(token, |user| verifiers.store.get(user, mechanism))
                     .map_err(|e| failed(e.message))?;
                 Ok(match user {
                     None => Step::Challenge(reply),
                     Some(user) => Step::Done {
                         reply,
                         principal: Principal::user(user),
+                        expires_at_ms: None,
                     },
                 })
             }
@@ -118,6 +162,7 @@ fn plain(token: &[u8], store: &CredentialStore) -> Result<Step, AuthFailed> {
     Ok(Step::Done {
         reply: Vec::new(),
         principal: Principal::user(user),
+        expires_at_ms: None,
     })
 }
 
@@ -147,16 +192,28 @@ mod tests {
     #[test]
     fn plain_checks_the_scram_store() {
         let (_dir, store) = store_with("alice", "wonderland");
-        let mut ok = Exchange::start(SaslMechanism::Plain);
+        let jwks = JwksCache::default();
+        let verifiers = Verifiers {
+            store: &store,
+            jwks: &jwks,
+        };
+        let settings = SaslSettings {
+            mechanisms: vec![SaslMechanism::Plain],
+            max_reauth_ms: 0,
+            max_receive_bytes: 1 << 20,
+            oauthbearer: None,
+        };
+        let mut ok = Exchange::start(SaslMechanism::Plain, &settings);
         assert_eq!(
-            ok.step(b"\0alice\0wonderland", &store),
+            ok.step(b"\0alice\0wonderland", &verifiers),
             Ok(Step::Done {
                 reply: vec![],
-                principal: Principal::user("alice")
+                principal: Principal::user("alice"),
+                expires_at_ms: None,
             })
         );
         assert!(
-            ok.step(b"\0alice\0wonderland", &store).is_err(),
+            ok.step(b"\0alice\0wonderland", &verifiers).is_err(),
             "one exchange, one token"
         );
         for token in [
@@ -167,8 +224,8 @@ mod tests {
             b"\0\0x",
             b"\0alice\0",
         ] {
-            let mut exchange = Exchange::start(SaslMechanism::Plain);
-            assert!(exchange.step(token, &store).is_err(), "{token:?}");
+            let mut exchange = Exchange::start(SaslMechanism::Plain, &settings);
+            assert!(exchange.step(token, &verifiers).is_err(), "{token:?}");
         }
     }
 }

@@ -754,3 +754,113 @@ async fn tls_listeners_with_mtls_sasl_ssl_kafka_python_and_certificate_reload() 
     );
     round_trip(&mtls, "tls", 2).await;
 }
+
+// ---- OAUTHBEARER ----
+
+/// An ES256 key: its JWKS entry and the key that signs tokens.
+fn es256_key(kid: &str) -> (serde_json::Value, jsonwebtoken::EncodingKey) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let point = key.public_key_raw();
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+        "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65]),
+    });
+    let signing = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    (jwk, signing)
+}
+
+fn signed_token(key: &jsonwebtoken::EncodingKey, subject: &str, lifetime_s: u64) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + lifetime_s;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("k1".into());
+    let claims = serde_json::json!({ "sub": subject, "exp": exp, "aud": "ferry" });
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+fn bearer(token: &str) -> Vec<u8> {
+    format!("n,,\u{1}auth=Bearer {token}\u{1}\u{1}").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauthbearer_unsigned_for_development_and_signed_against_a_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jwk, key) = es256_key("k1");
+    let (_, stranger) = es256_key("k1");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+    let broker = Broker::start(
+        &dir.path().join("data"),
+        &[
+            "--override",
+            "listeners=DEV://127.0.0.1:0,SIGNED://127.0.0.1:0",
+            "--override",
+            "listener.security.protocol.map=DEV:SASL_PLAINTEXT,SIGNED:SASL_PLAINTEXT",
+            "--override",
+            "sasl.enabled.mechanisms=OAUTHBEARER",
+            "--override",
+            "ferry.sasl.oauthbearer.unsecured.enable=true",
+            "--override",
+            &format!(
+                "listener.name.signed.oauthbearer.sasl.oauthbearer.jwks.endpoint.url=file://{}",
+                jwks.display()
+            ),
+            "--override",
+            "listener.name.signed.oauthbearer.sasl.oauthbearer.expected.audience=ferry",
+        ],
+    );
+    let dev = broker.listeners["DEV"].clone();
+    let signed = broker.listeners["SIGNED"].clone();
+
+    // librdkafka's built-in unsecured tokens, on the listener that allows them.
+    let mut unsecured = ClientConfig::new();
+    unsecured
+        .set("bootstrap.servers", &dev)
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanism", "OAUTHBEARER")
+        .set("enable.sasl.oauthbearer.unsecure.jwt", "true")
+        .set("sasl.oauthbearer.config", "principal=alice")
+        .set("message.timeout.ms", "20000");
+    round_trip(&unsecured, "oauth", 3).await;
+    // The same unsigned tokens on the listener that checks signatures get nothing.
+    let refused = unsecured
+        .clone()
+        .set("bootstrap.servers", &signed)
+        .set("socket.timeout.ms", "3000")
+        .clone();
+    assert!(advertised_port(&refused).is_err());
+
+    // A token signed with the JWKS's key: the session lasts until the token expires.
+    let mut stream = connect(&signed);
+    assert_eq!(handshake(&mut stream, "OAUTHBEARER").error_code, 0);
+    let answer =
+        authenticate(&mut stream, &bearer(&signed_token(&key, "svc-orders", 600))).unwrap();
+    assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
+    assert!(
+        (590_000..=600_000).contains(&answer.session_lifetime_ms),
+        "{}",
+        answer.session_lifetime_ms
+    );
+    stream.write_all(&metadata_request()).unwrap();
+    assert!(read_response(&mut stream).is_some());
+
+    // Another key's token: the JSON error challenge, the client's \x01, then
+    // SASL_AUTHENTICATION_FAILED and the connection closes.
+    let mut stream = connect(&signed);
+    assert_eq!(handshake(&mut stream, "OAUTHBEARER").error_code, 0);
+    let challenge = authenticate(
+        &mut stream,
+        &bearer(&signed_token(&stranger, "mallory", 600)),
+    )
+    .unwrap();
+    assert_eq!(challenge.error_code, 0);
+    assert_eq!(&challenge.auth_bytes[..], br#"{"status":"invalid_token"}"#);
+    let answer = authenticate(&mut stream, b"\x01").unwrap();
+    assert_eq!(answer.error_code, 58);
+    assert!(closed(&mut stream));
+}
