@@ -864,3 +864,90 @@ async fn oauthbearer_unsigned_for_development_and_signed_against_a_jwks() {
     assert_eq!(answer.error_code, 58);
     assert!(closed(&mut stream));
 }
+
+// ---- Migration from a secured source ----
+
+/// A mirror link logs in to its source with the same client properties Ferry's tools
+/// take: SCRAM over SASL_PLAINTEXT here. The mirror copies the records at their offsets
+/// and `ferry mirror verify` reads the source with `--source-command-config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_link_logs_in_to_a_secured_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("bootstrap-users");
+    std::fs::write(&users, "mirror:mirror-secret\n").unwrap();
+    let source = Broker::start(
+        &dir.path().join("source"),
+        &[
+            "--override",
+            "listeners=SASL_PLAINTEXT://127.0.0.1:0",
+            "--override",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "--override",
+            &format!("ferry.sasl.bootstrap.users.file={}", users.display()),
+        ],
+    );
+    let source_address = source.listeners["SASL_PLAINTEXT"].clone();
+    let login = sasl_client(
+        &source_address,
+        "SASL_PLAINTEXT",
+        "SCRAM-SHA-512",
+        "mirror",
+        "mirror-secret",
+    );
+    round_trip(&login, "secured", 5).await;
+
+    let props = write_properties(
+        dir.path(),
+        "source.properties",
+        &[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "mirror"),
+            ("sasl.password", "mirror-secret"),
+        ],
+    );
+    let props = props.to_str().unwrap();
+    let mirror = Broker::start(&dir.path().join("mirror"), &[]);
+    let on_mirror = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--bootstrap", mirror.bootstrap.as_str()]);
+        ferry(&all, None)
+    };
+    let (ok, _, err) = on_mirror(&[
+        "mirror",
+        "create",
+        "east",
+        "--source",
+        &source_address,
+        "--source-config",
+        props,
+    ]);
+    assert!(ok, "create: {err}");
+    let (ok, _, err) = on_mirror(&["mirror", "add", "east", "--topics", "secured"]);
+    assert!(ok, "add: {err}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, out, _) = on_mirror(&["mirror", "status", "east", "--output", "json"]);
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let end = status["links"][0]["topics"][0]["partitions"][0]["mirrored_log_end_offset"]
+            .as_i64();
+        if end == Some(5) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not mirrored: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, out, err) = on_mirror(&[
+        "mirror",
+        "verify",
+        "east",
+        "--topic",
+        "secured",
+        "--source-command-config",
+        props,
+    ]);
+    assert!(ok, "verify: {out}{err}");
+    // Without the login the source serves nothing to verify.
+    let (ok, _, _) = on_mirror(&["mirror", "verify", "east", "--topic", "secured"]);
+    assert!(!ok, "verify without the source's login must fail");
+}
