@@ -79,6 +79,9 @@ pub struct Totals {
     pub cleaner_records_removed: u64,
     pub cleaner_segments_replaced: u64,
     pub cleaner_failures: u64,
+    pub authentications_succeeded: u64,
+    pub authentications_failed: u64,
+    pub tls_handshakes_failed: u64,
 }
 
 /// Everything one scrape exports, read from the broker before any encoding.
@@ -109,6 +112,9 @@ impl Snapshot {
             totals: Totals {
                 connections_open: network.connections.open(),
                 connections_accepted: network.connections.accepted(),
+                authentications_succeeded: network.authentication.succeeded.load(Relaxed),
+                authentications_failed: network.authentication.failed.load(Relaxed),
+                tls_handshakes_failed: network.authentication.tls_handshakes_failed.load(Relaxed),
                 fsyncs: fsync::fsyncs_so_far(),
                 journal_fdatasyncs: activity.journal_fdatasyncs.get(),
                 retention_segments_deleted: activity.retention_segments_deleted.get(),
@@ -287,11 +293,26 @@ const PARTITION_GAUGES: [Family<PartitionSample, i64>; 4] = [
 ];
 
 /// Broker-wide counters, without labels.
-const TOTAL_COUNTERS: [Family<Totals, u64>; 11] = [
+const TOTAL_COUNTERS: [Family<Totals, u64>; 14] = [
     (
         "ferry_connections_accepted",
         "Client connections accepted since the broker started.",
         |t| t.connections_accepted,
+    ),
+    (
+        "ferry_successful_authentications",
+        "SASL logins that succeeded (re-authentications included).",
+        |t| t.authentications_succeeded,
+    ),
+    (
+        "ferry_failed_authentications",
+        "SASL logins that failed (wrong password, unknown user, invalid token).",
+        |t| t.authentications_failed,
+    ),
+    (
+        "ferry_tls_handshake_failures",
+        "TLS handshakes that failed or timed out.",
+        |t| t.tls_handshakes_failed,
     ),
     (
         "ferry_fsyncs",
@@ -543,6 +564,9 @@ mod tests {
                 cleaner_records_removed: 70,
                 cleaner_segments_replaced: 6,
                 cleaner_failures: 0,
+                authentications_succeeded: 4,
+                authentications_failed: 2,
+                tls_handshakes_failed: 1,
             },
         };
         let lines = rendered(snapshot);
@@ -566,6 +590,9 @@ mod tests {
             "ferry_consumergroups_not_exported 3".to_string(),
             "ferry_connections_open 2".to_string(),
             "ferry_connections_accepted_total 7".to_string(),
+            "ferry_successful_authentications_total 4".to_string(),
+            "ferry_failed_authentications_total 2".to_string(),
+            "ferry_tls_handshake_failures_total 1".to_string(),
             "ferry_fsyncs_total 11".to_string(),
             "ferry_journal_fdatasyncs_total 5".to_string(),
             "ferry_retention_segments_deleted_total 1".to_string(),

@@ -48,6 +48,7 @@ pub struct AuthContext {
     pub broker: Arc<Broker>,
     pub settings: Arc<SaslSettings>,
     pub failed_auth: Arc<FailedAuthLimiter>,
+    pub counts: Arc<super::AuthenticationCounts>,
     pub peer: SocketAddr,
     pub listener: Arc<BoundListener>,
     /// The listener's OAUTHBEARER keys (re-read when the JWKS file changes).
@@ -363,6 +364,7 @@ async fn authenticate_reply(
                 response.session_lifetime_ms = done.lifetime_ms;
             }
             send_encoded(replies, request, &response, read_at).await;
+            super::AuthenticationCounts::count(&ctx.counts.succeeded);
             tracing::debug!(peer = %ctx.peer, principal = %done.principal, "authenticated with {}", mechanism.name());
             Flow::Done(Some(done))
         }
@@ -370,7 +372,7 @@ async fn authenticate_reply(
             response.error_code = code(KafkaError::SaslAuthenticationFailed);
             response.error_message = Some(StrBytes::from_string(failed.message.clone()));
             send_encoded(replies, request, &response, read_at).await;
-            fail_later(replies, mechanism, &failed).await;
+            fail_later(ctx, replies, mechanism, &failed).await;
             Flow::Done(None)
         }
     }
@@ -406,16 +408,23 @@ async fn raw_token(
             if !reply.is_empty() {
                 send_raw(replies, &reply, read_at).await;
             }
+            super::AuthenticationCounts::count(&ctx.counts.succeeded);
             Flow::Done(Some(done))
         }
         Err(failed) => {
-            fail_later(replies, mechanism, &failed).await;
+            fail_later(ctx, replies, mechanism, &failed).await;
             Flow::Done(None)
         }
     }
 }
 
-async fn fail_later(replies: &mpsc::Sender<Queued>, mechanism: SaslMechanism, failed: &AuthFailed) {
+async fn fail_later(
+    ctx: &AuthContext,
+    replies: &mpsc::Sender<Queued>,
+    mechanism: SaslMechanism,
+    failed: &AuthFailed,
+) {
+    super::AuthenticationCounts::count(&ctx.counts.failed);
     tokio::time::sleep(Duration::from_millis(FAILED_AUTHENTICATION_DELAY_MS)).await;
     close(
         replies,

@@ -338,6 +338,7 @@ pub struct Shared {
     pub latency: Arc<RequestLatency>,
     /// Failed authentications per client address (`security::failed_auth`).
     pub failed_auth: Arc<FailedAuthLimiter>,
+    pub authentication: Arc<super::AuthenticationCounts>,
 }
 
 /// What the listener knows of a connection before its first request: the listener, the
@@ -365,6 +366,7 @@ pub async fn serve<T: Transport>(
         memory,
         latency,
         failed_auth,
+        authentication,
     } = shared;
     let (read_half, write_half) = stream.split();
     let unauthenticated_max_bytes = Arc::new(AtomicUsize::new(
@@ -405,6 +407,7 @@ pub async fn serve<T: Transport>(
         broker: Arc::clone(&broker),
         settings,
         failed_auth,
+        counts: authentication,
         peer,
         listener: Arc::clone(&session.listener),
         jwks: security.jwks,

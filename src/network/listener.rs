@@ -152,6 +152,7 @@ pub async fn run(
             )),
             latency: Arc::clone(&stats.latency),
             failed_auth: Arc::new(FailedAuthLimiter::default()),
+            authentication: Arc::clone(&stats.authentication),
         },
         connections: Arc::clone(&connections),
         counts: Arc::clone(&stats.connections),
@@ -309,10 +310,16 @@ async fn serve_stream(
     {
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => {
+            super::AuthenticationCounts::count(
+                &shared.connection.authentication.tls_handshakes_failed,
+            );
             crate::warn_peer!(peer, "closing connection: TLS handshake failed: {err}");
             return;
         }
         Err(_) => {
+            super::AuthenticationCounts::count(
+                &shared.connection.authentication.tls_handshakes_failed,
+            );
             crate::warn_peer!(
                 peer,
                 "closing connection: TLS handshake took longer than {timeout_ms} ms"

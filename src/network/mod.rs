@@ -16,6 +16,22 @@ use std::sync::Arc;
 pub struct NetworkStats {
     pub latency: Arc<request_latency::RequestLatency>,
     pub connections: Arc<listener::ConnectionCounts>,
+    pub authentication: Arc<AuthenticationCounts>,
+}
+
+/// Logins and TLS handshakes since the process started (relaxed counters; Kafka's
+/// `successful-authentication-total` and `failed-authentication-total`).
+#[derive(Debug, Default)]
+pub struct AuthenticationCounts {
+    pub succeeded: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+    pub tls_handshakes_failed: std::sync::atomic::AtomicU64,
+}
+
+impl AuthenticationCounts {
+    pub fn count(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Limits applied to every connection.

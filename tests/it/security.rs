@@ -399,9 +399,12 @@ fn authentication_failures_get_kafkas_errors_and_nothing_is_served() {
             "connections.max.reauth.ms=1500",
             "--override",
             &format!("ferry.sasl.bootstrap.users.file={}", users.display()),
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
     );
     let address = broker.listeners["SASL_PLAINTEXT"].clone();
+    let metrics = crate::metrics::metrics_address(&broker);
 
     // A request before the handshake: the connection closes without an answer.
     let mut stream = connect(&address);
@@ -470,6 +473,17 @@ fn authentication_failures_get_kafkas_errors_and_nothing_is_served() {
         read_response(&mut stream).is_none(),
         "an expired session is closed"
     );
+
+    // Operators see the logins: two good ones (the second a re-authentication), one
+    // wrong password.
+    let scrape =
+        crate::metrics::exchange(&metrics, b"GET /metrics HTTP/1.1\r\nHost: f\r\n\r\n");
+    for line in [
+        "ferry_successful_authentications_total 2",
+        "ferry_failed_authentications_total 1",
+    ] {
+        assert!(scrape.lines().any(|l| l == line), "{line} in\n{scrape}");
+    }
 
     // SaslAuthenticate after a completed login is ILLEGAL_SASL_STATE on a listener
     // without re-authentication: a PLAINTEXT broker answers it so.
@@ -929,8 +943,8 @@ async fn a_mirror_link_logs_in_to_a_secured_source() {
     loop {
         let (_, out, _) = on_mirror(&["mirror", "status", "east", "--output", "json"]);
         let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-        let end = status["links"][0]["topics"][0]["partitions"][0]["mirrored_log_end_offset"]
-            .as_i64();
+        let end =
+            status["links"][0]["topics"][0]["partitions"][0]["mirrored_log_end_offset"].as_i64();
         if end == Some(5) {
             break;
         }
