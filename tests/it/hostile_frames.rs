@@ -31,9 +31,10 @@ use proto_kafka::messages::list_offsets_request::{ListOffsetsPartition, ListOffs
 use proto_kafka::messages::metadata_request::MetadataRequestTopic;
 use proto_kafka::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use proto_kafka::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest,
-    DescribeTransactionsRequest, EndTxnRequest, InitProducerIdRequest, ListTransactionsRequest,
-    TxnOffsetCommitRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AlterUserScramCredentialsRequest,
+    DescribeProducersRequest, DescribeTransactionsRequest, DescribeUserScramCredentialsRequest,
+    EndTxnRequest, InitProducerIdRequest, ListTransactionsRequest, SaslAuthenticateRequest,
+    SaslHandshakeRequest, TxnOffsetCommitRequest,
 };
 use proto_kafka::messages::{
     AlterConfigsRequest, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
@@ -226,6 +227,14 @@ fn decode_body(frame: &RequestFrame, reencode: bool) -> Result<Option<Bytes>, De
         ApiKey::ListTransactions => decode_as::<ListTransactionsRequest>(frame, r),
         ApiKey::DescribeLogDirs => {
             decode_as::<proto_kafka::messages::DescribeLogDirsRequest>(frame, r)
+        }
+        ApiKey::SaslHandshake => decode_as::<SaslHandshakeRequest>(frame, r),
+        ApiKey::SaslAuthenticate => decode_as::<SaslAuthenticateRequest>(frame, r),
+        ApiKey::DescribeUserScramCredentials => {
+            decode_as::<DescribeUserScramCredentialsRequest>(frame, r)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            decode_as::<AlterUserScramCredentialsRequest>(frame, r)
         }
         other => panic!("{other:?} is in SUPPORTED; teach hostile_frames its request type"),
     }
@@ -669,6 +678,35 @@ fn transaction_sample_body(key: ApiKey, version: i16) -> Bytes {
                         .with_topic(topic_name(CORPUS_TOPIC))
                         .with_partitions(vec![0]),
                 ]));
+            enc(&request, key, version)
+        }
+        ApiKey::SaslHandshake => enc(
+            &SaslHandshakeRequest::default().with_mechanism(str_bytes("PLAIN")),
+            key,
+            version,
+        ),
+        ApiKey::SaslAuthenticate => enc(
+            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0a\0b")),
+            key,
+            version,
+        ),
+        ApiKey::DescribeUserScramCredentials => {
+            use proto_kafka::messages::describe_user_scram_credentials_request::UserName;
+            let request = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+                UserName::default().with_name(str_bytes("alice")),
+            ]));
+            enc(&request, key, version)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            use proto_kafka::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+            let request = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+                ScramCredentialUpsertion::default()
+                    .with_name(str_bytes("alice"))
+                    .with_mechanism(1)
+                    .with_iterations(4096)
+                    .with_salt(Bytes::from_static(b"salt"))
+                    .with_salted_password(Bytes::from_static(&[7; 32])),
+            ]);
             enc(&request, key, version)
         }
         other => panic!("{other:?} is in SUPPORTED; teach hostile_frames a sample request"),

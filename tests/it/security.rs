@@ -476,8 +476,7 @@ fn authentication_failures_get_kafkas_errors_and_nothing_is_served() {
 
     // Operators see the logins: two good ones (the second a re-authentication), one
     // wrong password.
-    let scrape =
-        crate::metrics::exchange(&metrics, b"GET /metrics HTTP/1.1\r\nHost: f\r\n\r\n");
+    let scrape = crate::metrics::exchange(&metrics, b"GET /metrics HTTP/1.1\r\nHost: f\r\n\r\n");
     for line in [
         "ferry_successful_authentications_total 2",
         "ferry_failed_authentications_total 1",
