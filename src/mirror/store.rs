@@ -1,7 +1,7 @@
 //! The mirror's durable state: every link, its source, the topics it mirrors and their
 //! state, and which groups it syncs, in one JSON file (`mirror-links.json` in the data
 //! directory) replaced atomically (temp file, fsync, rename, fsync of the directory) on
-//! every change. The mirrored logs themselves are the data checkpoint: where a partition
+//! every change, readable only by the broker's user (it holds source passwords). The mirrored logs themselves are the data checkpoint: where a partition
 //! resumes is its log end, never a number kept here.
 //!
 //! Invariant: a topic's entry is written (state `mirroring`) before its local topic is
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::checkpoint::write_atomically;
+use crate::storage::checkpoint::write_private_atomically;
 
 /// The file in the data directory.
 pub const FILE_NAME: &str = "mirror-links.json";
@@ -165,7 +165,7 @@ pub fn save(data_dir: &Path, state: &MirrorState) -> Result<(), StoreError> {
         path: data_dir.join(FILE_NAME),
         reason: e.to_string(),
     })?;
-    write_atomically(&data_dir.join(FILE_NAME), &bytes).map_err(StoreError::Write)
+    write_private_atomically(&data_dir.join(FILE_NAME), &bytes).map_err(StoreError::Write)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::scram::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
-use crate::storage::checkpoint::write_atomically;
+use crate::storage::checkpoint::write_private_atomically;
 
 const FILE_NAME: &str = "scram-credentials.json";
 /// Largest credential file read at startup.
@@ -172,7 +172,7 @@ impl CredentialStore {
         if next != *users {
             let bytes = serde_json::to_vec_pretty(&to_file(&next))
                 .map_err(|e| CredentialError::Write(e.to_string()))?;
-            write_atomically(&self.path, &bytes)
+            write_private_atomically(&self.path, &bytes)
                 .map_err(|e| CredentialError::Write(e.to_string()))?;
             *users = next;
         }
@@ -369,6 +369,12 @@ mod tests {
         assert_eq!(reopened.describe().len(), 1);
         let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert!(!text.contains("\"a\""), "no password is stored");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "only the broker's user reads it");
         reopened
             .apply(&[CredentialChange::Delete {
                 user: "alice".into(),

@@ -16,9 +16,25 @@ pub type CheckpointEntries = HashMap<(String, i32), i64>;
 
 /// Writes `contents` to `path` atomically: temp file, fsync, rename, fsync of the directory.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
+    write_atomically_with_mode(path, contents, 0o644)
+}
+
+/// `write_atomically` for files only the broker's user may read (credentials, a mirror
+/// link's source passwords): mode 0600 from the moment the file exists.
+pub fn write_private_atomically(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
+    write_atomically_with_mode(path, contents, 0o600)
+}
+
+fn write_atomically_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), StorageError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
-        let mut file = File::create(&tmp)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         file.write_all(contents)?;
         fsync::sync_all(&file)?;
         std::fs::rename(&tmp, path)?;
