@@ -31,7 +31,7 @@ const TRANSACTIONS: &[&str] = &["0090", "0103", "0129"];
 const COMPACTION: &[&str] = &["0077"];
 
 /// The admin API test, 0081, by its sub-tests that pass: the rest need dynamic broker
-/// configs, KIP-848 group configs, ACLs and SCRAM users (not yet in Ferry). One run of
+/// configs, KIP-848 group configs and ACLs (not yet in Ferry). One run of
 /// 0081 per name (the suite's SUBTESTS filter takes one substring).
 const ADMIN: &[&str] = &["0081"];
 const ADMIN_SUBTESTS: &[&str] = &[
@@ -45,6 +45,7 @@ const ADMIN_SUBTESTS: &[&str] = &[
     "do_test_ListOffsets",
     "do_test_AlterConsumerGroupOffsets",
     "do_test_ListConsumerGroupOffsets",
+    "do_test_UserScramCredentials",
 ];
 
 /// Cooperative-sticky incremental rebalancing.
