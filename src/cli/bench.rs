@@ -12,7 +12,8 @@ pub struct BenchArgs {
     /// Workloads to run (repeatable): W1 small records, W2 1 KiB records and fan-out, W3
     /// fixed-rate latency, W4 many partitions, W5 backlog catch-up, W6
     /// topic compression (recompression to zstd), W7 compaction (the log cleaner at work), W8 mirroring (a
-    /// second Ferry mirrors the broker under test).
+    /// second Ferry mirrors the broker under test), W9 security (the same load over PLAINTEXT
+    /// and over SASL_SSL).
     #[arg(
         long,
         value_enum,
