@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::broker::topics::CloseOutcome;
 use crate::broker::Broker;
-use crate::config::listeners::BoundListener;
+use crate::config::listeners::{BoundListener, SaslMechanism};
 use crate::config::BrokerConfig;
 use crate::metrics;
 use crate::network::listener::{ListenerSecurity, ListenerSetup};
@@ -221,6 +221,21 @@ fn open_credentials(config: &BrokerConfig) -> Result<Arc<CredentialStore>, Serve
         for user in created {
             info!(user = %user, "created SCRAM credentials for bootstrap user {user} ({source})");
         }
+    }
+    let password_logins = config.listeners.iter().any(|l| {
+        l.sasl.as_ref().is_some_and(|s| {
+            s.mechanisms
+                .iter()
+                .any(|m| *m != SaslMechanism::OAuthBearer)
+        })
+    });
+    if password_logins && store.describe().is_empty() {
+        warn!(
+            "a SASL listener takes passwords but there are no users yet, so nobody can log \
+             in there: give ferry.sasl.bootstrap.users.file or FERRY_SASL_BOOTSTRAP_USERS \
+             (user:password lines), or create users with `ferry users set-password` through \
+             another listener"
+        );
     }
     Ok(Arc::new(store))
 }

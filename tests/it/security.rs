@@ -293,6 +293,29 @@ async fn sasl_plaintext_with_librdkafka_and_ferry_users() {
     // Without a login the SASL listener serves nothing to Ferry's tools either.
     let (ok, _, stderr) = ferry(&["users", "list", "--bootstrap", &sasl_address], None);
     assert!(!ok, "{stderr}");
+    assert!(
+        !broker
+            .drain_log()
+            .iter()
+            .any(|l| l.contains("no users yet")),
+        "no warning when users exist"
+    );
+
+    // A new broker with a password listener and no users says so at startup.
+    let empty_dir = tempfile::tempdir().unwrap();
+    let empty = Broker::start(
+        empty_dir.path(),
+        &[
+            "--override",
+            "listeners=SASL_PLAINTEXT://127.0.0.1:0",
+            "--override",
+            "sasl.enabled.mechanisms=SCRAM-SHA-256",
+        ],
+    );
+    assert!(
+        empty.drain_log().iter().any(|l| l.contains("no users yet")),
+        "a SASL listener without users is pointed out"
+    );
 }
 
 // ---- The wire, byte by byte ----
